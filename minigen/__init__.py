@@ -1,0 +1,24 @@
+"""minigen: image generation from scratch, taught in code.
+
+The engine in one screen::
+
+    import minigen as mg
+    x = mg.tensor([[1.0, 2.0]], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()          # x.grad == 2 * x
+"""
+
+from . import ops as _ops  # attaches operators and methods to Tensor
+from .autograd import Function, Tensor, is_grad_enabled, no_grad
+from .backend import DeviceError, cuda_available, manual_seed, synchronize
+from .gradcheck import GradcheckError, gradcheck
+from .creation import ones, rand, randint, randn, tensor, zeros
+from .ops import cat, stack, where
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "Tensor", "DeviceError", "tensor", "zeros", "ones", "randn", "rand", "randint",
+    "cat", "stack", "where", "no_grad", "is_grad_enabled", "manual_seed", "synchronize",
+    "cuda_available", "gradcheck", "GradcheckError",
+]

@@ -1,0 +1,174 @@
+"""Array backends: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+This is the only module in minigen that imports ``cupy``. Everything else asks
+it for the array module (``xp``) that matches its arrays, so one piece of code
+runs on both devices:
+
+    xp = get_array_module(x)      # numpy or cupy
+    y = xp.exp(x)                 # runs where x lives
+
+Devices are named ``"cpu"`` and ``"cuda"``. Arrays never move between them
+silently: :func:`to_device` is the one explicit door, and an operation that
+mixes devices raises :class:`DeviceError` naming both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+
+INSTALL_HINT = (
+    "install the GPU extra: pip install 'minigen[gpu]' (CuPy for CUDA 12; "
+    "on CUDA 13 install cupy-cuda13x instead)"
+)
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that is not there, or two devices were mixed."""
+
+
+_cupy = None  # the cupy module once imported successfully
+
+
+def _import_cupy():
+    """Import CuPy on first use, or raise a DeviceError saying how to get it."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError as exc:
+            raise DeviceError(
+                f"device='cuda' needs CuPy, which is not installed ({exc}); {INSTALL_HINT}"
+            ) from None
+        _cupy = cupy
+    return _cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA GPU."""
+    try:
+        cupy = _import_cupy()
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver, no device: all mean "not available"
+        return False
+
+
+def check_device(device: str) -> str:
+    """Return ``device`` normalised ("cuda:0" -> "cuda"), or raise a clear error."""
+    name = str(device).split(":")[0]
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; use one of {DEVICES}")
+    if name == "cuda":
+        cupy = _import_cupy()
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            raise DeviceError(
+                f"CuPy is installed but cannot reach a CUDA GPU ({exc}); "
+                "check the NVIDIA driver with nvidia-smi, or use device='cpu'"
+            ) from None
+        if count == 0:
+            raise DeviceError("CuPy is installed but found no CUDA GPU; use device='cpu'")
+    return name
+
+
+def xp_for(device: str):
+    """The array module for a device name: numpy for "cpu", cupy for "cuda"."""
+    return np if check_device(device) == "cpu" else _cupy
+
+
+def is_cupy_array(array) -> bool:
+    return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
+def device_of(array) -> str:
+    """The device an array lives on."""
+    return "cuda" if is_cupy_array(array) else "cpu"
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy if any argument is a CuPy array (the ``cupy.get_array_module`` rule)."""
+    return _cupy if any(is_cupy_array(a) for a in arrays) else np
+
+
+def to_device(array, device: str):
+    """Copy an array to ``device`` (no copy if it is already there)."""
+    device = check_device(device)
+    if device == device_of(array):
+        return array
+    if device == "cpu":
+        return _cupy.asnumpy(array)
+    return _cupy.asarray(array)
+
+
+def check_same_device(arrays, what: str) -> str:
+    """Return the common device of ``arrays``; raise naming both if they differ."""
+    devices = [device_of(a) for a in arrays]
+    for d in devices[1:]:
+        if d != devices[0]:
+            raise DeviceError(
+                f"{what}: inputs are on different devices ({devices[0]} and {d}); "
+                "move them to one device first with .to(device)"
+            )
+    return devices[0] if devices else "cpu"
+
+
+def synchronize(device: str = "cuda") -> None:
+    """Wait until all queued GPU work is done (a no-op on the CPU).
+
+    GPU calls return before the work finishes; a timer read without this
+    measures only how fast work was queued.
+    """
+    if device != "cpu" and _cupy is not None:
+        _cupy.cuda.Device().synchronize()
+
+
+# ----------------------------------------------------------------------------
+# Random numbers: one seeded generator per device.
+
+_generators: dict = {}
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random stream minigen uses (CPU, and GPU when CuPy is loaded)."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"manual_seed: seed must be a non-negative int, got {seed!r}")
+    _generators.clear()
+    _generators["seed"] = int(seed)
+
+
+def generator(device: str = "cpu"):
+    """The seeded random generator for ``device`` (numpy/cupy ``Generator``).
+
+    Both support ``random``, ``standard_normal`` and ``integers``.
+    """
+    device = check_device(device)
+    if device not in _generators:
+        seed = _generators.get("seed")
+        xp = np if device == "cpu" else _cupy
+        _generators[device] = xp.random.default_rng(seed)
+    return _generators[device]
+
+
+def get_rng_state() -> dict:
+    """The CPU generator's state as plain JSON-able data (for checkpoints)."""
+    return generator("cpu").bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    generator("cpu").bit_generator.state = state
+
+
+# ----------------------------------------------------------------------------
+# Array helpers used by several ops (kept here, in one place).
+
+
+def scatter_add(target, index, values) -> None:
+    """``target[index] += values`` with repeated indices summed (in place)."""
+    if is_cupy_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)

@@ -1,0 +1,457 @@
+"""The elementary differentiable operations, and Tensor's operators.
+
+Each op is one small class: ``forward`` on raw arrays, ``backward`` returning
+one gradient per input. Gradients of broadcast inputs come back at the
+broadcast shape; the engine sums them down (``autograd.unbroadcast``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .autograd import Function, Tensor, as_tensor
+
+
+def _xp(*arrays):
+    return backend.get_array_module(*arrays)
+
+
+# ----------------------------------------------------------------------------
+# Arithmetic
+
+
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, grad):
+        return grad, grad
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, grad):
+        return grad, -grad
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad):
+        ga = grad * self.b if self.needs_input_grad[0] else None
+        gb = grad * self.a if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, grad):
+        ga = grad / self.b
+        gb = -ga * self.a / self.b if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        return -grad
+
+
+class Pow(Function):
+    """a ** b; the gradient for b (b * log a) is computed only when asked for."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.y = a**b
+        return self.y
+
+    def backward(self, grad):
+        a, b = self.a, self.b
+        ga = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
+        gb = grad * self.y * _xp(a).log(a) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class MatMul(Function):
+    """Matrix product with NumPy's rules: 1-D operands and broadcast batch dims."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, grad):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = grad
+        if a.ndim == 1:
+            g2 = g2[..., None, :]
+        if b.ndim == 1:
+            g2 = g2[..., None]
+        ga = g2 @ b2.swapaxes(-1, -2) if self.needs_input_grad[0] else None
+        gb = a2.swapaxes(-1, -2) @ g2 if self.needs_input_grad[1] else None
+        if ga is not None and a.ndim == 1:
+            ga = ga[..., 0, :]
+        if gb is not None and b.ndim == 1:
+            gb = gb[..., 0]
+        return ga, gb
+
+
+# ----------------------------------------------------------------------------
+# Elementwise functions
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.y = _xp(a).exp(a)
+        return self.y
+
+    def backward(self, grad):
+        return grad * self.y
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return _xp(a).log(a)
+
+    def backward(self, grad):
+        return grad / self.a
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        self.y = _xp(a).sqrt(a)
+        return self.y
+
+    def backward(self, grad):
+        return grad / (2 * self.y)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        self.y = _xp(a).tanh(a)
+        return self.y
+
+    def backward(self, grad):
+        return grad * (1 - self.y * self.y)
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        # 0.5 * (1 + tanh(a / 2)) equals 1 / (1 + exp(-a)) and never overflows.
+        xp = _xp(a)
+        self.y = xp.tanh(a * 0.5) * 0.5 + 0.5
+        return self.y
+
+    def backward(self, grad):
+        return grad * self.y * (1 - self.y)
+
+
+class ReLU(Function):
+    def forward(self, a):
+        self.positive = a > 0
+        return a * self.positive
+
+    def backward(self, grad):
+        return grad * self.positive
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.sign = _xp(a).sign(a)
+        return _xp(a).abs(a)
+
+    def backward(self, grad):
+        return grad * self.sign
+
+
+class Clip(Function):
+    """Clamp to [low, high]; the gradient passes only where no clamping happened."""
+
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def forward(self, a):
+        self.inside = (a >= (-np.inf if self.low is None else self.low)) & (
+            a <= (np.inf if self.high is None else self.high)
+        )
+        return _xp(a).clip(a, self.low, self.high)
+
+    def backward(self, grad):
+        return grad * self.inside
+
+
+class Where(Function):
+    """``a`` where ``condition`` holds, else ``b`` (condition is a constant)."""
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        return _xp(a).where(self.condition, a, b)
+
+    def backward(self, grad):
+        zero = _xp(grad).zeros((), dtype=grad.dtype)
+        return (_xp(grad).where(self.condition, grad, zero), _xp(grad).where(self.condition, zero, grad))
+
+
+# ----------------------------------------------------------------------------
+# Reductions
+
+
+def _normalize_axes(axis, ndim: int) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _expand_reduced(grad, axes: tuple, keepdims: bool):
+    """Put back the reduced axes (as size 1) so grad broadcasts against the input."""
+    return grad if keepdims else _xp(grad).expand_dims(grad, axes)
+
+
+class Sum(Function):
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        self.axes = _normalize_axes(self.axis, a.ndim)
+        self.shape = a.shape
+        return a.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, grad):
+        grad = _expand_reduced(grad, self.axes, self.keepdims)
+        return _xp(grad).broadcast_to(grad, self.shape)
+
+
+class Max(Function):
+    """Maximum over axes. Ties: the whole gradient goes to the first maximum in
+    C order (like ``argmax``), so the result is deterministic."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        self.axes = _normalize_axes(self.axis, a.ndim)
+        self.a = a
+        return a.max(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, grad):
+        a, axes = self.a, self.axes
+        xp = _xp(a)
+        kept = [i for i in range(a.ndim) if i not in axes]
+        order = kept + list(axes)  # reduced axes last, flattened into one
+        moved = a.transpose(order)
+        flat = moved.reshape(moved.shape[: len(kept)] + (-1,))
+        first = xp.argmax(flat, axis=-1)[..., None]
+        onehot = xp.arange(flat.shape[-1]) == first
+        mask = onehot.reshape(moved.shape).transpose(np.argsort(order))
+        return _expand_reduced(grad, axes, self.keepdims) * mask
+
+
+# ----------------------------------------------------------------------------
+# Shapes and indexing
+
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, a):
+        self.in_shape = a.shape
+        return a.reshape(self.shape)
+
+    def backward(self, grad):
+        return grad.reshape(self.in_shape)
+
+
+class Transpose(Function):
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def forward(self, a):
+        ndim = a.ndim
+        self.axes = tuple(range(ndim))[::-1] if self.axes is None else tuple(i % ndim for i in self.axes)
+        return a.transpose(self.axes)
+
+    def backward(self, grad):
+        return grad.transpose(np.argsort(self.axes))
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, a):
+        return _xp(a).broadcast_to(a, self.shape)
+
+    def backward(self, grad):
+        return grad  # the engine sums it back to the input's shape
+
+
+def _is_basic_index(index) -> bool:
+    """True for ints, slices, None and Ellipsis only: no element can repeat."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+
+
+def _index_arrays(index, xp):
+    """Turn Tensor (and list) parts of an index into backend arrays."""
+    def convert(i):
+        if isinstance(i, Tensor):
+            return i.data
+        if isinstance(i, list):
+            return xp.asarray(i)
+        return i
+
+    return tuple(convert(i) for i in index) if isinstance(index, tuple) else convert(index)
+
+
+class GetItem(Function):
+    """x[index]. Backward scatters the gradient back; repeated integer indices
+    add up (``scatter_add``), basic slices are written directly."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, a):
+        self.index = _index_arrays(self.index, _xp(a))
+        self.in_shape, self.in_dtype = a.shape, a.dtype
+        return a[self.index]
+
+    def backward(self, grad):
+        xp = _xp(grad)
+        out = xp.zeros(self.in_shape, dtype=self.in_dtype)
+        if _is_basic_index(self.index):
+            out[self.index] = grad
+        else:
+            backend.scatter_add(out, self.index, grad)
+        return out
+
+
+class Concatenate(Function):
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *arrays):
+        self.sizes = [a.shape[self.axis] for a in arrays]
+        return _xp(*arrays).concatenate(arrays, axis=self.axis)
+
+    def backward(self, grad):
+        splits = np.cumsum(self.sizes)[:-1].tolist()
+        return tuple(_xp(grad).split(grad, splits, axis=self.axis))
+
+
+# ----------------------------------------------------------------------------
+# Public functions (also attached to Tensor as methods and operators)
+
+
+def add(a, b): return Add()(a, b)
+def sub(a, b): return Sub()(a, b)
+def mul(a, b): return Mul()(a, b)
+def div(a, b): return Div()(a, b)
+def neg(a): return Neg()(a)
+def pow(a, b): return Pow()(a, b)
+def matmul(a, b): return MatMul()(a, b)
+def exp(x): return Exp()(x)
+def log(x): return Log()(x)
+def sqrt(x): return Sqrt()(x)
+def tanh(x): return Tanh()(x)
+def sigmoid(x): return Sigmoid()(x)
+def relu(x): return ReLU()(x)
+def abs(x): return Abs()(x)
+
+
+def clip(x, low=None, high=None):
+    """Clamp ``x`` to ``[low, high]`` (either bound may be None)."""
+    return Clip(low, high)(x)
+
+
+def where(condition, a, b):
+    """Elementwise ``a if condition else b``; ``condition`` gets no gradient."""
+    if isinstance(condition, Tensor):
+        condition = condition.data
+    return Where(condition)(a, b)
+
+
+def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    x = as_tensor(x)
+    count = int(np.prod([x.shape[i] for i in _normalize_axes(axis, x.ndim)]))
+    return sum(x, axis, keepdims) / count
+
+
+def max(x, axis=None, keepdims=False): return Max(axis, keepdims)(x)
+def min(x, axis=None, keepdims=False): return -max(-as_tensor(x), axis, keepdims)
+
+
+def reshape(x, *shape):
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Reshape(tuple(shape))(x)
+
+
+def transpose(x, *axes):
+    axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+    return Transpose(tuple(axes) if axes else None)(x)
+
+
+def broadcast_to(x, shape): return BroadcastTo(shape)(x)
+def getitem(x, index): return GetItem(index)(x)
+
+
+def cat(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    return Concatenate(axis)(*tensors)
+
+
+def stack(tensors, axis=0):
+    """Join tensors along a new axis."""
+    tensors = [as_tensor(t) for t in tensors]
+    axis = axis % (tensors[0].ndim + 1)
+    return cat([reshape(t, t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors], axis)
+
+
+# ----------------------------------------------------------------------------
+# Tensor methods and operators
+
+
+def _swap(f):
+    return lambda self, other: f(other, self)
+
+
+def _compare(f):
+    return lambda self, other: Tensor(f(self.data, other.data if isinstance(other, Tensor) else other))
+
+
+_METHODS = {
+    "__add__": add, "__radd__": _swap(add), "__sub__": sub, "__rsub__": _swap(sub),
+    "__mul__": mul, "__rmul__": _swap(mul), "__truediv__": div, "__rtruediv__": _swap(div),
+    "__pow__": pow, "__rpow__": _swap(pow), "__matmul__": matmul, "__rmatmul__": _swap(matmul),
+    "__neg__": neg, "__getitem__": getitem,
+    "__lt__": _compare(lambda a, b: a < b), "__le__": _compare(lambda a, b: a <= b),
+    "__gt__": _compare(lambda a, b: a > b), "__ge__": _compare(lambda a, b: a >= b),
+    "exp": exp, "log": log, "sqrt": sqrt, "tanh": tanh, "sigmoid": sigmoid, "relu": relu,
+    "abs": abs, "clip": clip, "sum": sum, "mean": mean, "max": max, "min": min,
+    "reshape": reshape, "transpose": transpose, "broadcast_to": broadcast_to,
+}
+for _name, _fn in _METHODS.items():
+    setattr(Tensor, _name, _fn)
+Tensor.T = property(lambda self: transpose(self))
+del _name, _fn
