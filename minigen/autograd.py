@@ -205,7 +205,8 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
         for index, (x, gx) in enumerate(zip(fn.inputs, grads_in)):
             if not x.requires_grad:
                 continue
-            gx = unbroadcast(gx, x.shape)
+            if gx is not None:  # NumPy may hand back 0-d results as scalars
+                gx = unbroadcast(backend.get_array_module(x.data).asarray(gx), x.shape)
             _check_grad(fn, index, gx, x)
             if x.creator is None:
                 _accumulate_leaf(x, gx)
@@ -226,12 +227,10 @@ def unbroadcast(grad, shape: tuple):
     extra = grad.ndim - len(shape)
     if extra < 0:
         return grad  # cannot be a broadcast; _check_grad reports the mismatch
-    axes = tuple(range(extra)) + tuple(
-        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1
-    )
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad.reshape(shape) if extra or grad.shape != tuple(shape) else grad
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=stretched, keepdims=True) if stretched else grad
 
 
 def _check_grad(fn, index: int, grad, x: Tensor) -> None:
@@ -297,7 +296,9 @@ class Function:
         tensors = [as_tensor(x, like) for x in inputs]
         backend.check_same_device([t.data for t in tensors], self.name)
         self.needs_input_grad = tuple(t.requires_grad for t in tensors)
-        output = Tensor(self.forward(*(t.data for t in tensors)))
+        xp = backend.get_array_module(tensors[0].data)
+        # asarray: NumPy turns 0-d results into scalars; keep them arrays.
+        output = Tensor(xp.asarray(self.forward(*(t.data for t in tensors))))
         if _grad_enabled and any(self.needs_input_grad):
             self.inputs = tensors
             self.generation = max(t.generation for t in tensors)

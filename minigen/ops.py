@@ -83,26 +83,27 @@ class Pow(Function):
 
 
 class MatMul(Function):
-    """Matrix product with NumPy's rules: 1-D operands and broadcast batch dims."""
+    """Matrix product with NumPy's rules: 1-D operands and broadcast batch dims.
+
+    A 1-D operand is treated as a row (left) or column (right) matrix, so the
+    backward is always the 2-D rule: dA = dY B^T, dB = A^T dY.
+    """
 
     def forward(self, a, b):
-        self.a, self.b = a, b
+        self.a = a[None, :] if a.ndim == 1 else a
+        self.b = b[:, None] if b.ndim == 1 else b
+        self.a_is_vector, self.b_is_vector = a.ndim == 1, b.ndim == 1
         return a @ b
 
     def backward(self, grad):
         a, b = self.a, self.b
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        g2 = grad
-        if a.ndim == 1:
-            g2 = g2[..., None, :]
-        if b.ndim == 1:
-            g2 = g2[..., None]
-        ga = g2 @ b2.swapaxes(-1, -2) if self.needs_input_grad[0] else None
-        gb = a2.swapaxes(-1, -2) @ g2 if self.needs_input_grad[1] else None
-        if ga is not None and a.ndim == 1:
+        grad = grad.reshape(grad.shape[: grad.ndim - (2 - self.a_is_vector - self.b_is_vector)]
+                            + a.shape[-2:-1] + b.shape[-1:])
+        ga = grad @ b.swapaxes(-1, -2) if self.needs_input_grad[0] else None
+        gb = a.swapaxes(-1, -2) @ grad if self.needs_input_grad[1] else None
+        if ga is not None and self.a_is_vector:
             ga = ga[..., 0, :]
-        if gb is not None and b.ndim == 1:
+        if gb is not None and self.b_is_vector:
             gb = gb[..., 0]
         return ga, gb
 
