@@ -1,0 +1,1 @@
+"""Models built on the engine: the digit classifier now; PixelCNN and DDPM next."""
