@@ -14,11 +14,14 @@ from .backend import DeviceError, cuda_available, manual_seed, synchronize
 from .gradcheck import GradcheckError, gradcheck
 from .creation import ones, rand, randint, randn, tensor, zeros
 from .ops import cat, stack, where
+from . import functional, nn, optim
+from .checkpoint import CheckpointError, load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "Tensor", "DeviceError", "tensor", "zeros", "ones", "randn", "rand", "randint",
     "cat", "stack", "where", "no_grad", "is_grad_enabled", "manual_seed", "synchronize",
-    "cuda_available", "gradcheck", "GradcheckError",
+    "cuda_available", "gradcheck", "GradcheckError", "functional", "nn", "optim",
+    "save", "load", "CheckpointError",
 ]
