@@ -6,7 +6,7 @@ Measures, in one run:
   1. conv2d forward+backward, N=64, C=64->64, 28x28, 3x3, padding 1;
   2. per-op overhead: forward+backward of 10 elements through add, mul, sum;
   3. one training step of the small digit conv net (batch 64, 8x8, Adam);
-  4. peak extra memory of that step (max RSS in a fresh process);
+  4. peak extra memory of one step of that net at batch 256, 28x28;
 and the conv's achieved GFLOP/s next to a plain float32 matmul of the same
 FLOP count. Results print as a Markdown table (copied into the README).
 """
@@ -104,129 +104,116 @@ def bench_overhead_torch():
     return measure(step, repeats=2000, warmup=50)
 
 
-def _digits_batch(rng):
-    return rng.random((64, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 64)
-
-
-def bench_step_minigen(device):
-    mg.manual_seed(0)
-    model = DigitClassifier().to(device)
-    opt = optim.Adam(model.parameters(), lr=1e-3)
-    x_np, y_np = _digits_batch(np.random.default_rng(0))
-    x, y = mg.tensor(x_np, device=device), mg.tensor(y_np, device=device)
-
-    def step():
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return measure(step, repeats=50, warmup=5, device=device)
-
-
-def torch_classifier():
+def torch_classifier(size: int = 8):
     """The same architecture as minigen's DigitClassifier, in PyTorch."""
-    nn = torch.nn
+    nn, half = torch.nn, (size + 1) // 2
     return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+                         nn.Flatten(), nn.Linear(32 * half * half, 10))
 
 
-def bench_step_torch():
-    torch.manual_seed(0)
-    model = torch_classifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x_np, y_np = _digits_batch(np.random.default_rng(0))
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+def bench_step(framework: str, device: str = "cpu"):
+    return measure(_training_closure(framework, batch=64, size=8, device=device),
+                   repeats=50, warmup=5, device=device)
+
+
+def _training_closure(framework: str, batch: int, size: int, device: str = "cpu"):
+    """One Adam step of the digit conv net on random (batch, 1, size, size) images."""
+    rng = np.random.default_rng(0)
+    x_np = rng.random((batch, 1, size, size), dtype=np.float32)
+    y_np = rng.integers(0, 10, batch)
+    if framework == "minigen":
+        mg.manual_seed(0)
+        model = DigitClassifier(image_size=size).to(device)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        x, y, loss_fn = mg.tensor(x_np, device=device), mg.tensor(y_np, device=device), F.cross_entropy
+    else:
+        torch.manual_seed(0)
+        model = torch_classifier(size)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x, y, loss_fn = torch.from_numpy(x_np), torch.from_numpy(y_np), torch.nn.functional.cross_entropy
 
     def step():
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        loss_fn(model(x), y).backward()
         opt.step()
 
-    return measure(step, repeats=50, warmup=5)
+    return step
 
 
-PEAK_MEMORY_SCRIPT = """
-import resource, sys
-sys.argv = ['x']
-sys.path.insert(0, {here!r})
-import engine
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-step = engine.{name}_training_closure()
-for _ in range(5):
+MEMORY_SHAPE = dict(batch=256, size=28)
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_memory_mib(framework: str) -> float | None:
+    """Extra peak resident memory (MiB) of one training step at MEMORY_SHAPE.
+
+    Linux resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs;
+    the step's own peak is then VmHWM minus the resident size before it.
+    """
+    step = _training_closure(framework, **MEMORY_SHAPE)
+    step()  # first step: optimizer state and caches exist before we measure
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    before = _rss_kib("VmRSS")
     step()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024)
-"""
+    return (_rss_kib("VmHWM") - before) / 1024
 
 
-def minigen_training_closure():
-    mg.manual_seed(0)
-    model = DigitClassifier()
-    opt = optim.Adam(model.parameters(), lr=1e-3)
-    x_np, y_np = _digits_batch(np.random.default_rng(0))
-    x, y = mg.tensor(x_np), mg.tensor(y_np)
-
-    def step():
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return step
+def worker(framework: str, device: str) -> dict:
+    """All measurements for one framework, run in this (fresh) process."""
+    if framework == "minigen":
+        conv, overhead = bench_conv_minigen(device), bench_overhead_minigen(device)
+    else:
+        conv, overhead = bench_conv_torch(), bench_overhead_torch()
+    step = bench_step(framework, device)
+    return {"conv": conv.median, "overhead": overhead.median, "step": step.median,
+            "memory": peak_memory_mib(framework) if device == "cpu" else None,
+            "matmul_gflops": bench_matmul_gflops(device) if framework == "minigen" else None}
 
 
-def torch_training_closure():
-    model = torch_classifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x_np, y_np = _digits_batch(np.random.default_rng(0))
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-
-    def step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return step
+def _in_fresh_process(framework: str, device: str) -> dict:
+    """Run ``worker`` in a new interpreter, so neither library's thread pool
+    competes with the other's for the two cores."""
+    command = [sys.executable, __file__, "--worker", framework, "--device", device]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def peak_memory_mib(name: str) -> float:
-    """Extra peak resident memory (MiB) of 5 training steps, in a fresh process."""
-    import os
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    script = PEAK_MEMORY_SCRIPT.format(here=here, name=name)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+ROWS = {"conv": "conv2d fwd+bwd (64x64x28x28, 3x3)",
+        "overhead": "per-op overhead (add, mul, sum; fwd+bwd of 10 elements)",
+        "step": "digit conv net training step (batch 64, 8x8, Adam)"}
 
 
 def run(device: str) -> dict:
+    ours = _in_fresh_process("minigen", device)
+    theirs = _in_fresh_process("torch", "cpu") if torch is not None and device == "cpu" else None
     rows = {}
-    with_torch = torch is not None and device == "cpu"
-    if with_torch:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-    conv = bench_conv_minigen(device)
-    rows["conv2d fwd+bwd (64x64x28x28, 3x3)"] = (conv, bench_conv_torch() if with_torch else None)
-    rows["per-op overhead (add, mul, sum; fwd+bwd of 10 elements)"] = (
-        bench_overhead_minigen(device), bench_overhead_torch() if with_torch else None)
-    rows["digit conv net training step (batch 64, Adam)"] = (
-        bench_step_minigen(device), bench_step_torch() if with_torch else None)
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os_cpu_count()} cores",
+    for key, name in ROWS.items():
+        ratio = ours[key] / theirs[key] if theirs else None
+        rows[name] = {"minigen_ms": ours[key] * 1e3, "torch_ms": theirs[key] * 1e3 if theirs else None,
+                      "ratio": ratio}
+    return {
+        "machine": f"{platform.machine()}, {os_cpu_count()} cores",
         "device": device,
         "date": time.strftime("%Y-%m-%d"),
         "numpy": np.__version__,
-        "torch": torch.__version__ if with_torch else None,
-        "rows": {name: {"minigen_ms": m.median * 1e3,
-                        "torch_ms": t.median * 1e3 if t else None,
-                        "ratio": m.median / t.median if t else None}
-                 for name, (m, t) in rows.items()},
-        "conv_gflops": conv_flops() / conv.median / 1e9,
-        "matmul_gflops": bench_matmul_gflops(device),
+        "torch": torch.__version__ if theirs else None,
+        "rows": rows,
+        "peak_memory_mib": {"minigen": ours["memory"], "torch": theirs["memory"] if theirs else None},
+        "conv_gflops": conv_flops() / ours["conv"] / 1e9,
+        "matmul_gflops": ours["matmul_gflops"],
     }
-    if device == "cpu":
-        result["peak_memory_mib"] = {"minigen": peak_memory_mib("minigen"),
-                                     "torch": peak_memory_mib("torch") if with_torch else None}
-    return result
 
 
 def os_cpu_count() -> int:
@@ -246,7 +233,9 @@ def markdown(result: dict) -> str:
     memory = result.get("peak_memory_mib")
     if memory:
         torch_mem = f"{memory['torch']:.1f} MiB" if memory["torch"] is not None else "-"
-        lines.append(f"| peak extra memory of 5 training steps | {memory['minigen']:.1f} MiB | {torch_mem} | |")
+        ratio = f"{memory['minigen'] / memory['torch']:.2f}x" if memory["torch"] else "-"
+        lines.append(f"| peak extra memory of one training step (batch 256, 28x28) "
+                     f"| {memory['minigen']:.1f} MiB | {torch_mem} | {ratio} |")
     lines += ["", f"conv2d achieves {result['conv_gflops']:.1f} GFLOP/s; a plain float32 matmul of "
               f"the same shape achieves {result['matmul_gflops']:.1f} GFLOP/s "
               f"({result['conv_gflops'] / result['matmul_gflops']:.0%})."]
@@ -257,7 +246,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--worker", choices=["minigen", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.device)))
+        return
     result = run(args.device)
     print(markdown(result))
     if args.json:
