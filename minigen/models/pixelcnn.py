@@ -191,11 +191,13 @@ class AutoregressiveImageModel(nn.Module):
     """What PixelCNN and GatedPixelCNN share: input scaling, exact log-likelihood,
     and the naive and cached samplers. Subclasses define ``_logits(x, labels, place)``."""
 
-    def __init__(self, channels: int, levels: int, num_classes: int | None):
+    def __init__(self, channels: int, levels: int, num_classes: int | None, **settings):
         super().__init__()
         if levels < 2:
             raise ValueError(f"levels must be at least 2, got {levels}")
         self.channels, self.levels, self.num_classes = channels, levels, num_classes
+        self.config = dict(channels=channels, levels=levels, num_classes=num_classes, **settings)
+        """The constructor's arguments: ``type(model)(**model.config)`` rebuilds it (checkpoints)."""
 
     def _scale(self, x):
         """Integer levels 0..K-1 -> floats in [-1, 1] (what the first layer reads)."""
@@ -214,9 +216,16 @@ class AutoregressiveImageModel(nn.Module):
             raise ValueError(f"this model {need} (num_classes={self.num_classes})")
 
     def forward(self, x, labels=None):
-        """Logits of shape (N, K, C, H, W): K levels for every sub-pixel."""
+        """Logits of shape (N, K, C, H, W) for integer images x: K levels for every sub-pixel."""
         self._check_input(x, labels)
-        logits = self._logits(self._scale(x), labels, FullImage())
+        return self.network(self._scale(x), labels)
+
+    def network(self, inputs, labels=None):
+        """The network on float inputs in [-1, 1], (N, C, H, W) -> logits (N, K, C, H, W).
+
+        Differentiable in ``inputs``: the causality tests take gradients here.
+        """
+        logits = self._logits(inputs, labels, FullImage())
         n, _, h, w = logits.shape
         return logits.reshape(n, self.channels, self.levels, h, w).transpose(0, 2, 1, 3, 4)
 
@@ -330,7 +339,8 @@ class PixelCNN(AutoregressiveImageModel):
 
     def __init__(self, channels: int = 1, levels: int = 2, hidden: int = 64, blocks: int = 5,
                  num_classes: int | None = None, first_kernel: int = 7, kernel_size: int = 3):
-        super().__init__(channels, levels, num_classes)
+        super().__init__(channels, levels, num_classes, hidden=hidden, blocks=blocks,
+                         first_kernel=first_kernel, kernel_size=kernel_size)
         if hidden % (2 * channels):
             raise ValueError(f"hidden ({hidden}) must be a multiple of 2 * channels ({2 * channels})")
         image, full = channel_groups(channels, channels), channel_groups(hidden, channels)
@@ -403,7 +413,8 @@ class GatedPixelCNN(AutoregressiveImageModel):
 
     def __init__(self, channels: int = 1, levels: int = 2, hidden: int = 32, layers: int = 6,
                  num_classes: int | None = None, kernel_size: int = 3):
-        super().__init__(channels, levels, num_classes)
+        super().__init__(channels, levels, num_classes, hidden=hidden, layers=layers,
+                         kernel_size=kernel_size)
         if hidden % channels:
             raise ValueError(f"hidden ({hidden}) must be a multiple of channels ({channels})")
         self.layers = nn.ModuleList(

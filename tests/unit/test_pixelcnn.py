@@ -1,0 +1,193 @@
+"""PixelCNN family: masks, causality through autograd, exact normalisation,
+cached sampling identical to naive sampling, and learning."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import minigen as mg
+from minigen import optim
+from minigen.data import batches, load_digits
+from minigen.models.pixelcnn import FullImage, GatedPixelCNN, PixelCNN, causal_mask, channel_groups
+
+SMALL = {
+    "pixelcnn": lambda **kw: PixelCNN(hidden=12, blocks=2, **kw),
+    "gated": lambda **kw: GatedPixelCNN(hidden=12, layers=5, **kw),
+}
+
+
+# ----------------------------------------------------------------------------
+# Masks
+
+
+def test_mask_a_and_b_at_the_centre_follow_colour_order():
+    groups = channel_groups(3, 3)  # R, G, B
+    a = causal_mask(groups, groups, 3, "A")[:, :, 1, 1]
+    b = causal_mask(groups, groups, 3, "B")[:, :, 1, 1]
+    np.testing.assert_array_equal(a, [[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(b, [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+
+
+def test_mask_opens_rows_above_and_pixels_left_only():
+    mask = causal_mask([0], [0], 5, "B")[0, 0]
+    expected = np.array([[1, 1, 1, 1, 1],
+                         [1, 1, 1, 1, 1],
+                         [1, 1, 1, 0, 0],
+                         [0, 0, 0, 0, 0],
+                         [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(mask, expected)
+    assert causal_mask([0], [0], 5, "A")[0, 0, 2, 2] == 0
+
+
+def test_channel_groups_are_contiguous_blocks():
+    np.testing.assert_array_equal(channel_groups(6, 3), [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(channel_groups(6, 1), [0] * 6)
+
+
+# ----------------------------------------------------------------------------
+# Causality, proved with gradients
+
+
+def _input_gradients(model, channels, size, c, i, j, rng, batch=8):
+    """|d(weighted logits of sub-pixel (c, i, j)) / d(inputs)| summed over a batch
+    of random inputs (one input could leave a ReLU path dead), shape (C, H, W)."""
+    x = mg.tensor(rng.uniform(-1, 1, (batch, channels) + size), requires_grad=True)
+    logits = model.network(x)[:, :, c, i, j]
+    (logits * mg.tensor(rng.standard_normal(logits.shape))).sum().backward()
+    return np.abs(x.grad).sum(axis=0)
+
+
+@pytest.mark.parametrize("family", SMALL)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_no_logit_depends_on_its_own_or_later_subpixels(family, channels, rng):
+    model = SMALL[family](channels=channels, levels=3)
+    size = (4, 5)
+    order = lambda c, i, j: (i * size[1] + j) * channels + c  # raster, then colour
+    for i, j, c in itertools.product(range(size[0]), range(size[1]), range(channels)):
+        grad = _input_gradients(model, channels, size, c, i, j, rng)
+        later = [(cc, ii, jj) for cc, ii, jj in np.ndindex(grad.shape) if order(cc, ii, jj) >= order(c, i, j)]
+        assert all(grad[p] == 0.0 for p in later), f"sub-pixel {(c, i, j)} sees its own or a later input"
+        if order(c, i, j) > 0:
+            assert np.abs(grad).sum() > 0, f"sub-pixel {(c, i, j)} sees nothing at all"
+
+
+def test_plain_pixelcnn_has_a_blind_spot(rng):
+    """Stacked mask-B 3x3 kernels never reach (i-1, j+4): earlier, yet invisible."""
+    model = PixelCNN(hidden=12, blocks=6)
+    grad = _input_gradients(model, 1, (8, 8), 0, 4, 2, rng)[0]
+    assert grad[3, 6] == 0.0 and grad[3, 5] != 0.0
+    earlier_blind = [(a, b) for a in range(8) for b in range(8) if (a, b) < (4, 2) and grad[a, b] == 0]
+    assert (3, 6) in earlier_blind
+
+
+def test_gated_pixelcnn_has_no_blind_spot(rng):
+    model = GatedPixelCNN(hidden=6, layers=8)
+    grad = _input_gradients(model, 1, (8, 8), 0, 4, 2, rng)[0]
+    blind = [(a, b) for a in range(8) for b in range(8) if (a, b) < (4, 2) and grad[a, b] == 0]
+    assert blind == []
+
+
+def test_vertical_stack_never_reads_the_horizontal_stack(rng):
+    """Changing the current row leaves every vertical feature unchanged."""
+    model = GatedPixelCNN(hidden=6, layers=3)
+    x = rng.uniform(-1, 1, (1, 1, 4, 4)).astype(np.float32)
+    changed = x.copy()
+    changed[0, 0, 3] = rng.uniform(-1, 1, 4)
+    before = model._vertical_stack(mg.tensor(x), None, FullImage())
+    after = model._vertical_stack(mg.tensor(changed), None, FullImage())
+    for v0, v1 in zip(before, after):
+        np.testing.assert_array_equal(v0.numpy()[:, :, :4], v1.numpy()[:, :, :4])
+
+
+# ----------------------------------------------------------------------------
+# Exact likelihood
+
+
+@pytest.mark.parametrize("family", SMALL)
+@pytest.mark.parametrize("channels, levels, size", [(1, 2, (2, 2)), (1, 3, (1, 2)), (3, 2, (1, 1))])
+def test_probabilities_of_all_images_sum_to_one(family, channels, levels, size):
+    model = SMALL[family](channels=channels, levels=levels)
+    dims = channels * size[0] * size[1]
+    every_image = np.array(list(itertools.product(range(levels), repeat=dims))).reshape((-1, channels) + size)
+    p = np.exp(model.log_prob(every_image).numpy().astype(np.float64))
+    assert p.std() > 0, "a uniform model would pass trivially"
+    assert abs(p.sum() - 1) < 1e-6
+
+
+def test_conditional_probabilities_sum_to_one_for_each_class():
+    model = SMALL["gated"](levels=2, num_classes=3)
+    every_image = np.array(list(itertools.product(range(2), repeat=4))).reshape(-1, 1, 2, 2)
+    for label in range(3):
+        labels = mg.tensor(np.full(len(every_image), label))
+        assert abs(np.exp(model.log_prob(every_image, labels).numpy().astype(np.float64)).sum() - 1) < 1e-6
+
+
+def test_bits_per_dim_converts_nats():
+    assert PixelCNN.bits_per_dim(64 * np.log(2), 64) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------
+# Sampling
+
+
+@pytest.mark.parametrize("family", SMALL)
+@pytest.mark.parametrize("channels, levels, classes", [(1, 2, None), (3, 3, None), (1, 4, 3)])
+def test_cached_sampler_equals_naive_sampler(family, channels, levels, classes):
+    model = SMALL[family](channels=channels, levels=levels, num_classes=classes)
+    labels = [0, 2, 1, 1] if classes else None
+    naive = model.sample(4, size=(3, 4), labels=labels, seed=5)
+    cached = model.sample(4, size=(3, 4), labels=labels, seed=5, cached=True)
+    assert naive.shape == (4, channels, 3, 4) and naive.max() < levels
+    np.testing.assert_array_equal(naive, cached)
+    assert not np.array_equal(cached, model.sample(4, size=(3, 4), labels=labels, seed=6, cached=True))
+
+
+def test_low_temperature_is_greedy():
+    model = SMALL["pixelcnn"](levels=3)
+    a = model.sample(3, size=(3, 3), temperature=1e-4, seed=1, cached=True)
+    b = model.sample(3, size=(3, 3), temperature=1e-4, seed=2, cached=True)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_inputs_are_named():
+    model = SMALL["pixelcnn"](levels=2)
+    with pytest.raises(ValueError, match=r"levels in 0..1, got values from 2 to 2"):
+        model.log_prob(np.full((1, 1, 2, 2), 2))
+    with pytest.raises(ValueError, match=r"shape \(N, 1, H, W\), got \(1, 3, 2, 2\)"):
+        model.log_prob(np.zeros((1, 3, 2, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+        model.sample(1, temperature=0)
+    with pytest.raises(ValueError, match="needs labels"):
+        SMALL["gated"](num_classes=2).sample(1, size=(2, 2))
+    with pytest.raises(ValueError, match=r"hidden \(10\) must be a multiple of 2 \* channels \(6\)"):
+        PixelCNN(channels=3, hidden=10)
+
+
+# ----------------------------------------------------------------------------
+# Learning
+
+
+def independent_pixel_nll(train, test) -> float:
+    """Test NLL (nats/image) of the best model that treats pixels as independent:
+    one Bernoulli per pixel, fitted on train (add-one smoothed)."""
+    p = (train.images.sum(axis=0) + 1) / (len(train) + 2)
+    x = test.images
+    return float(-(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=(1, 2, 3)).mean())
+
+
+def test_pixelcnn_beats_independent_pixels_on_binarized_digits():
+    train, test = load_digits("train", levels=2), load_digits("test", levels=2)
+    """Measured: 18.6 vs 25.2 nats/image after 15 epochs (~8 s on 2 cores)."""
+    model = PixelCNN(hidden=32, blocks=3, levels=2)
+    opt = optim.Adam(model.parameters(), lr=5e-3)
+    for epoch in range(15):
+        for (x,) in batches((train.images,), 64, seed=epoch):
+            loss = model.loss(x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with mg.no_grad():
+        nll = -model.log_prob(test.images).numpy().mean()
+    baseline = independent_pixel_nll(train, test)
+    assert nll < baseline - 5.0, f"PixelCNN {nll:.2f} vs independent pixels {baseline:.2f} nats/image"
