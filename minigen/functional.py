@@ -235,6 +235,11 @@ def gelu(x):
     return GELU()(x)
 
 
+def silu(x):
+    """x * sigmoid(x) ("swish"), the activation of the DDPM U-Net."""
+    return x * sigmoid(x)
+
+
 def elu(x, alpha=1.0):
     """x for x > 0, alpha (e^x - 1) otherwise: smooth, with negative outputs down to -alpha."""
     return ELU(float(alpha))(x)

@@ -514,6 +514,12 @@ class GELU(_Elementwise):
     function = staticmethod(F.gelu)
 
 
+class SiLU(_Elementwise):
+    """x * sigmoid(x) (see ``F.silu``)."""
+
+    function = staticmethod(F.silu)
+
+
 class ELU(Module):
     """x for x > 0, alpha * (exp(x) - 1) otherwise."""
 

@@ -1,0 +1,117 @@
+"""The small U-Net that DDPM uses to predict noise (Ho et al. 2020, appendix B, in miniature).
+
+    x --conv--> [ResBlock x R, Downsample] per level --> middle ResBlock
+      --> [ResBlock x (R + 1) on (h, skip), Upsample] per level --> GroupNorm, SiLU, conv --> eps
+
+Every ResBlock receives the time step t as a sinusoidal embedding passed
+through a small MLP (and, for a class-conditional model, a learned class
+embedding added to it). GroupNorm pools only within one image, never across
+the batch, so an image's prediction does not depend on its batch mates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from .. import nn
+from ..autograd import Tensor
+from ..ops import cat
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of integer steps (Vaswani et al. 2017, sec. 3.5): (N,) -> (N, dim).
+
+    Half the features are sin(t f_k) and half cos(t f_k) for frequencies
+    f_k = 10000^(-k / (dim/2)), so every step gets a distinct, smooth code.
+    """
+    xp = backend.get_array_module(t.data)
+    half = dim // 2
+    freqs = xp.asarray(np.exp(-math.log(10000.0) * np.arange(half) / half).astype(np.float32))
+    angles = t.data.astype(np.float32)[:, None] * freqs
+    return Tensor(xp.concatenate([xp.sin(angles), xp.cos(angles)], axis=1))
+
+
+def _groups(channels: int, groups: int) -> int:
+    """The largest group count <= ``groups`` that divides ``channels``."""
+    return max(g for g in range(1, groups + 1) if channels % g == 0)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm, SiLU, conv; add the time embedding; GroupNorm, SiLU, conv; plus a skip."""
+
+    def __init__(self, in_channels: int, out_channels: int, embed_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(in_channels, groups), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.embed = nn.Linear(embed_dim, out_channels)
+        self.norm2 = nn.GroupNorm(_groups(out_channels, groups), out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x, embedding):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.embed(F.silu(embedding)).reshape(h.shape[0], h.shape[1], 1, 1)
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t [, class]): an image-to-image network of the input's shape.
+
+    ``channel_mults`` gives each level's width as a multiple of
+    ``base_channels``; every level but the last halves the resolution, so an
+    8x8 image with (1, 2) goes 8 -> 4 -> 8. Labels equal to ``num_classes``
+    mean "no class" (classifier-free guidance).
+    """
+
+    def __init__(self, channels: int = 1, base_channels: int = 32, channel_mults=(1, 2),
+                 num_res_blocks: int = 1, num_classes: int | None = None, groups: int = 8):
+        super().__init__()
+        embed_dim = 4 * base_channels
+        self.base_channels = base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, embed_dim), nn.SiLU(),
+                                      nn.Linear(embed_dim, embed_dim))
+        self.class_embed = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
+        widths = [base_channels * m for m in channel_mults]
+        skip_widths, width = [base_channels], base_channels
+        self.down = nn.ModuleList()
+        for level, out_width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                self.down.append(ResBlock(width, out_width, embed_dim, groups))
+                width = out_width
+                skip_widths.append(width)
+            if level < len(widths) - 1:
+                self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+                skip_widths.append(width)
+        self.middle = ResBlock(width, width, embed_dim, groups)
+        self.up = nn.ModuleList()
+        for level, out_width in reversed(list(enumerate(widths))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(ResBlock(width + skip_widths.pop(), out_width, embed_dim, groups))
+                width = out_width
+            if level > 0:
+                self.up.append(nn.Conv2d(width, width, 3, padding=1))  # after nearest upsampling
+        self.norm_out = nn.GroupNorm(_groups(width, groups), width)
+        self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x, t, labels=None):
+        embedding = self.time_mlp(timestep_embedding(t, self.base_channels))
+        if self.class_embed is not None:
+            embedding = embedding + self.class_embed(labels)
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, embedding) if isinstance(layer, ResBlock) else layer(h)
+            skips.append(h)
+        h = self.middle(h, embedding)
+        for layer in self.up:
+            if isinstance(layer, ResBlock):
+                h = layer(cat([h, skips.pop()], axis=1), embedding)
+            else:
+                h = layer(F.upsample_nearest(h, 2))
+        return self.conv_out(F.silu(self.norm_out(h)))
