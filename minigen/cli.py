@@ -1,37 +1,245 @@
-"""The ``minigen`` command line: ``minigen --help`` lists what it can do."""
+"""The ``minigen`` command line: ``minigen --help`` lists what it can do.
+
+    minigen demo                                    # a small Gated PixelCNN on the digits, in about a minute
+    minigen train pixelcnn --data digits --steps 2000 --checkpoint run.npz --samples run.png
+    minigen train pixelcnn --data digits --steps 4000 --checkpoint run.npz --resume
+    minigen sample --checkpoint run.npz --n 64 --out grid.png
+    minigen classify                                # the conv-net digit classifier
+
+Mistakes in the input (a missing file, settings that do not fit) print
+``minigen: <what is wrong and what to do>`` and exit with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
+
+import numpy as np
 
 from . import backend
+from .data import load_digits
+from .models.classifier import accuracy, train_classifier
+from .train import (DATASETS, FAMILIES, TrainConfig, bits_per_dim, independent_pixel_nll, load_data,
+                    model_from_checkpoint, read_checkpoint, train)
+from .viz import save_grid
+
+# The demo's model: the family and settings that reached the best test NLL
+# on binarized digits in about a minute on 2 CPU cores. Measured: this Gated
+# PixelCNN reaches 17.3 nats/image in 800 steps; the best plain PixelCNN
+# (hidden 32, 5 blocks, tried with up to 1,800 steps) 17.9. Longer runs
+# overfit the 1,437 training images.
+DEMO_FAMILY = "gated-pixelcnn"
+DEMO_MODEL = {"hidden": 32, "layers": 6}
+DEMO_STEPS = 800
+DEMO_BATCH_SIZE = 32
+DEMO_LR = 2e-3
+
+
+# ----------------------------------------------------------------------------
+# Shared by the commands
+
+
+def _class_labels(n: int, num_classes: int | None, labels: list[int] | None):
+    """The label of each of ``n`` samples: ``labels`` repeated to length n, or every class
+    in turn (0, 1, ..., 0, 1, ...) for a class-conditional model; None for an unconditional one."""
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError("this model is not class-conditional; drop --labels/--class "
+                             "(or train one with --conditional)")
+        return None
+    labels = list(range(num_classes)) if labels is None else labels
+    bad = [label for label in labels if not 0 <= label < num_classes]
+    if bad:
+        raise ValueError(f"labels {bad} are out of range: this model knows classes 0..{num_classes - 1}")
+    return np.resize(np.asarray(labels, dtype=np.int64), n)
+
+
+def _write_samples(model, image_shape, levels: int, path, n: int = 64, labels=None,
+                   temperature: float = 1.0, cached: bool = True, seed: int = 0, device: str = "cpu") -> float:
+    """Sample ``n`` images, write them as a grid PNG to ``path``; returns the sampling time in seconds.
+
+    A class-conditional model's grid has one column per class.
+    """
+    labels = _class_labels(n, model.num_classes, labels)
+    start = time.perf_counter()
+    images = model.sample(n, size=tuple(image_shape[1:]), labels=labels, temperature=temperature,
+                          cached=cached, seed=seed, device=device, progress=True)
+    backend.synchronize(device)
+    seconds = time.perf_counter() - start
+    save_grid(backend.to_device(images, "cpu"), levels, path, nrow=model.num_classes)
+    return seconds
+
+
+def _train_and_sample(config, samples, resume: bool = False) -> dict:
+    """Train ``config`` (which names a checkpoint), then write 64 samples (cached sampler,
+    EMA weights) to ``samples``."""
+    result = train(config, resume=resume)
+    seconds = _write_samples(result["model"], result["image_shape"], config.levels, samples,
+                             seed=config.seed, device=config.device)
+    print(f"checkpoint: {config.checkpoint}")
+    print(f"samples: {samples} (64 images drawn in {seconds:.2f} s)")
+    return result
+
+
+# ----------------------------------------------------------------------------
+# The commands
 
 
 def _demo(args) -> int:
-    """Train the conv-net digit classifier on the bundled digits and report accuracy."""
-    from .data import load_digits
-    from .models.classifier import accuracy, train_classifier
+    """Train a small Gated PixelCNN on the binarized digits; report its test NLL and sample."""
+    backend.check_device(args.device)
+    out = Path(args.out)
+    config = TrainConfig(family=DEMO_FAMILY, data="digits", levels=2, model=DEMO_MODEL, steps=args.steps,
+                         batch_size=DEMO_BATCH_SIZE, lr=DEMO_LR, seed=args.seed,
+                         checkpoint=str(out / "demo.npz"), checkpoint_every=args.steps, device=args.device)
+    print(f"minigen demo: a {DEMO_FAMILY} on the bundled 8x8 digits, binarized, "
+          f"{args.steps} steps on {args.device}")
+    result = _train_and_sample(config, out / "samples.png")
+    baseline = independent_pixel_nll(load_data("digits", "train", 2), load_data("digits", "test", 2))
+    dims = int(np.prod(result["image_shape"]))
+    print(f"for comparison, independent pixels: {baseline:.2f} nats/image = {bits_per_dim(baseline, dims):.4f} "
+          f"bits/dim; the {DEMO_FAMILY} is {baseline - result['test_nll']:.2f} nats/image better after "
+          f"{result['seconds']:.0f} s of training")
+    print(f"draw more with: minigen sample --checkpoint {config.checkpoint} --n 100")
+    return 0
 
+
+def _train(args) -> int:
+    """Train (or resume) a model from the command-line settings."""
+    settings = {"hidden": args.hidden, "blocks": args.blocks, "layers": args.layers}
+    checkpoint = args.checkpoint or f"minigen-out/{args.family}-{args.data}.npz"
+    config = TrainConfig(
+        family=args.family, data=args.data, levels=args.levels,
+        model={key: value for key, value in settings.items() if value is not None},
+        conditional=args.conditional, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
+        checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, device=args.device)
+    _train_and_sample(config, args.samples or Path(checkpoint).with_suffix(".png"), resume=args.resume)
+    return 0
+
+
+def _sample(args) -> int:
+    """Sample from a training checkpoint and write the grid."""
+    backend.check_device(args.device)
+    state = read_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(state, device=args.device)
+    labels = [args.class_] if args.class_ is not None else args.labels
+    cached = not args.naive
+    seconds = _write_samples(model, state["image_shape"], state["config"]["levels"], args.out, args.n, labels,
+                             args.temperature, cached, args.seed, args.device)
+    print(f"sampled {args.n} images in {seconds:.2f} s ({'cached' if cached else 'naive'} sampler, "
+          f"{args.device}) -> {args.out}")
+    return 0
+
+
+def _classify(args) -> int:
+    """Train the conv-net digit classifier on the bundled digits and report accuracy."""
     backend.manual_seed(args.seed)
-    train, test = load_digits("train"), load_digits("test")
-    print(f"minigen demo: a conv net on the bundled 8x8 digits "
-          f"({len(train)} train / {len(test)} test images) on {args.device}")
-    model, seconds = train_classifier(train, epochs=args.epochs, device=args.device, seed=args.seed)
-    print(f"test accuracy {accuracy(model, test, args.device):.1%} "
+    train_set, test_set = load_digits("train"), load_digits("test")
+    print(f"minigen classify: a conv net on the bundled 8x8 digits "
+          f"({len(train_set)} train / {len(test_set)} test images) on {args.device}")
+    model, seconds = train_classifier(train_set, epochs=args.epochs, device=args.device, seed=args.seed)
+    print(f"test accuracy {accuracy(model, test_set, args.device):.1%} "
           f"after {args.epochs} epochs in {seconds:.1f} s ({model.num_parameters():,} parameters)")
     return 0
+
+
+# ----------------------------------------------------------------------------
+# Parsing
+
+
+def _positive(kind):
+    """An argparse type: ``kind`` (int or float) that must be > 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def _label_list(text: str) -> list[int]:
+    """An argparse type: comma-separated class labels, e.g. '0,1,2'."""
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        message = f"expected comma-separated integers like 0,1,2, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _add_common(parser, seed_help: str) -> None:
+    parser.add_argument("--device", default="cpu", choices=backend.DEVICES, help="cpu (default) or cuda")
+    parser.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minigen", description="Image generation from scratch, taught in code.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = commands.add_parser("demo", help="train a small model on the bundled digits and report it")
-    demo.add_argument("--device", default="cpu", choices=backend.DEVICES, help="cpu (default) or cuda")
-    demo.add_argument("--epochs", type=int, default=15, help="passes over the training set (default 15)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    demo = commands.add_parser(
+        "demo", help="train a small Gated PixelCNN on the bundled digits, sample, report its NLL")
+    _add_common(demo, "random seed")
+    demo.add_argument("--steps", type=_positive(int), default=DEMO_STEPS,
+                      help=f"training steps (default {DEMO_STEPS}, about a minute on 2 cores)")
+    demo.add_argument("--out", default="minigen-out",
+                      help="folder for samples.png and demo.npz (default minigen-out)")
     demo.set_defaults(run=_demo)
+
+    train = commands.add_parser("train", help="train a model, with checkpoints and resume")
+    train.add_argument("family", choices=list(FAMILIES))
+    train.add_argument("--data", required=True, choices=DATASETS,
+                       help="the MNIST files are read from $MINIGEN_DATA (or downloaded to a cache)")
+    train.add_argument("--levels", type=int, default=2, help="grey levels to quantize to (default 2: binary)")
+    train.add_argument("--steps", type=_positive(int), default=1000,
+                       help="total training steps, counting those done before a --resume (default 1000)")
+    train.add_argument("--batch-size", type=_positive(int), default=64, help="default 64")
+    train.add_argument("--lr", type=_positive(float), default=1e-3, help="Adam's learning rate (default 1e-3)")
+    train.add_argument("--grad-clip", type=_positive(float), default=None,
+                       help="clip the gradient norm to this (default: no clipping)")
+    train.add_argument("--ema-decay", type=float, default=0.999,
+                       help="decay of the weight average (default 0.999)")
+    train.add_argument("--hidden", type=_positive(int), help="feature maps per layer (default: the model's)")
+    train.add_argument("--blocks", type=_positive(int),
+                       help="residual blocks of a pixelcnn (default: the model's)")
+    train.add_argument("--layers", type=_positive(int),
+                       help="layers of a gated-pixelcnn (default: the model's)")
+    train.add_argument("--conditional", action="store_true", help="condition on the class labels")
+    train.add_argument("--checkpoint", help="checkpoint file, overwritten unless --resume "
+                                            "(default minigen-out/FAMILY-DATA.npz)")
+    train.add_argument("--checkpoint-every", type=_positive(int), default=500,
+                       help="steps between checkpoints (default 500)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint")
+    train.add_argument("--samples", help="sample grid PNG written at the end (default: the checkpoint's "
+                                         "path ending in .png)")
+    _add_common(train, "seed of the initialisation and data order")
+    train.set_defaults(run=_train)
+
+    sample = commands.add_parser("sample", help="draw images from a trained checkpoint into a grid PNG")
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint written by minigen train")
+    sample.add_argument("--n", type=_positive(int), default=64, help="how many images (default 64)")
+    sample.add_argument("--out", default="samples.png", help="the grid PNG to write (default samples.png)")
+    sample.add_argument("--temperature", type=_positive(float), default=1.0,
+                        help="below 1: sharper, above 1: more varied (default 1)")
+    sample.add_argument("--naive", action="store_true",
+                        help="the textbook sampler (one full pass per sub-pixel) instead of the cached one")
+    which = sample.add_mutually_exclusive_group()
+    which.add_argument("--labels", type=_label_list, help="classes to draw, e.g. 0,1,2, repeated to fill --n")
+    which.add_argument("--class", dest="class_", type=int, metavar="K", help="draw every image from class K")
+    _add_common(sample, "sampling seed")
+    sample.set_defaults(run=_sample)
+
+    classify = commands.add_parser("classify", help="train the conv-net digit classifier and report accuracy")
+    _add_common(classify, "random seed")
+    classify.add_argument("--epochs", type=_positive(int), default=15,
+                          help="passes over the training set (default 15)")
+    classify.set_defaults(run=_classify)
     return parser
 
 
@@ -39,6 +247,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except backend.DeviceError as exc:
+    except (ValueError, FileNotFoundError, backend.DeviceError) as exc:  # CheckpointError, DatasetError too
         print(f"minigen: {exc}", file=sys.stderr)
         return 2

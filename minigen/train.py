@@ -1,0 +1,360 @@
+"""One training loop for every model family: progress bar, EMA, checkpoints, exact resume.
+
+A model family plugs in through two things only:
+
+* ``model.loss(x, labels)``: a scalar Tensor, the mean negative log-likelihood
+  (or a bound on it) in nats per image, for a batch of integer images x;
+* a test NLL: nats per image for each image of a batch (exact for PixelCNN,
+  a bound for diffusion), registered in :data:`FAMILIES`.
+
+Everything else is shared::
+
+    config = TrainConfig(family="pixelcnn", data="digits", steps=2000, checkpoint="run.npz")
+    result = train(config)                       # trains, checkpoints, evaluates on the test set
+    result = train(replace(config, steps=4000), resume=True)   # 2000 more steps
+    model = load_model("run.npz")                # the EMA weights, ready to sample
+
+Resuming is exact: a run of 2N steps and a run of N steps resumed for N more
+take the same steps with the same losses. That holds because nothing in a
+run depends on anything but its config and the state in the checkpoint: the
+weights, Adam's moments, the EMA, the random generator's state, and the step
+number, from which the data order follows (epoch e is shuffled with seed
+``seed + e``, so the position in the data is a pure function of the step).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import backend, optim
+from .autograd import no_grad
+from .checkpoint import CheckpointError, load, save
+from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
+from .models.pixelcnn import AutoregressiveImageModel, GatedPixelCNN, PixelCNN
+
+bits_per_dim = AutoregressiveImageModel.bits_per_dim  # nats per image -> bits per sub-pixel
+
+
+# ----------------------------------------------------------------------------
+# What differs between families and data sets
+
+
+class Family(NamedTuple):
+    """A model family: its class and how to score test images.
+
+    ``test_nll(model, x, labels)`` returns nats per image, shape (N,).
+    """
+
+    model_class: type
+    test_nll: Callable
+
+
+def _autoregressive_nll(model, x, labels):
+    """Exact: -log p(x), summed over the sub-pixels of each image."""
+    return -model.log_prob(x, labels)
+
+
+FAMILIES = {
+    "pixelcnn": Family(PixelCNN, _autoregressive_nll),
+    "gated-pixelcnn": Family(GatedPixelCNN, _autoregressive_nll),
+}
+
+DATASETS = ("digits", "mnist", "binarized-mnist")
+
+
+def load_data(name: str, split: str, levels: int) -> ImageSet:
+    """Data set ``name``'s ``split`` as integer images with ``levels`` grey levels."""
+    if name == "digits":
+        return load_digits(split, levels)
+    if name == "mnist":
+        data = load_mnist(split)
+        return ImageSet(quantize(data.images, data.levels, levels), data.labels, levels)
+    if name == "binarized-mnist":
+        return load_binarized_mnist(split)
+    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+# ----------------------------------------------------------------------------
+# The configuration of a run
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; each checkpoint stores it.
+
+    ``model`` holds the model's own settings (constructor arguments such as
+    ``hidden`` and ``blocks``); channels, levels and classes come from the data.
+    ``grad_clip`` None means no clipping; ``checkpoint`` None means none is
+    written. The run settings listed in :data:`RUN_SETTINGS` may change when
+    resuming (train longer, elsewhere); every other field must stay the same.
+    """
+
+    family: str = "pixelcnn"
+    data: str = "digits"
+    levels: int = 2
+    model: dict = field(default_factory=dict)
+    conditional: bool = False
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    grad_clip: float | None = None
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    device: str = "cpu"
+    verbose: bool = True
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        if self.data not in DATASETS:
+            raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
+        if self.data == "binarized-mnist" and self.levels != 2:
+            raise ValueError(f"binarized-mnist has 2 levels, but levels={self.levels}; "
+                             "use levels=2, or data 'mnist' for more grey levels")
+        if self.data == "binarized-mnist" and self.conditional:
+            raise ValueError("binarized-mnist has no labels, so it cannot train a class-conditional "
+                             "model; drop the conditional flag, or use data 'mnist'")
+        for name, low in (("levels", 2), ("steps", 0), ("batch_size", 1), ("checkpoint_every", 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip!r}")
+
+
+RUN_SETTINGS = ("steps", "checkpoint", "checkpoint_every", "device", "verbose")
+
+
+def build_model(config: TrainConfig, data: ImageSet):
+    """A freshly initialised model of ``config.family`` for images like ``data``'s."""
+    model_class = FAMILIES[config.family].model_class
+    allowed = [name for name in inspect.signature(model_class).parameters
+               if name not in ("channels", "levels", "num_classes")]
+    unknown = sorted(set(config.model) - set(allowed))
+    if unknown:
+        raise ValueError(f"{config.family} has no setting {', '.join(map(repr, unknown))}; "
+                         f"its settings are {', '.join(allowed)}")
+    num_classes = int(data.labels.max()) + 1 if config.conditional else None
+    return model_class(channels=data.images.shape[1], levels=config.levels,
+                       num_classes=num_classes, **config.model)
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+
+_CHECKPOINT_KEYS = ("step", "config", "model_config", "image_shape", "model", "optimizer", "ema", "rng")
+
+
+def _save_checkpoint(config, model, optimizer, ema, step: int, image_shape) -> None:
+    """Write the whole state of the run at ``step`` to ``config.checkpoint``, atomically."""
+    save({
+        "step": step,
+        "config": asdict(config),
+        "model_config": model.config,
+        "image_shape": list(image_shape),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "ema": ema.state_dict(),
+        "rng": backend.get_rng_state(),
+    }, config.checkpoint)
+
+
+def read_checkpoint(path) -> dict:
+    """The state saved by :func:`train` at ``path``, checked to be a complete training checkpoint."""
+    state = load(path)
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{os.fspath(path)!r} is not a checkpoint written by minigen train "
+                              f"(it lacks {', '.join(missing)}); make one with `minigen train`")
+    if state["config"]["family"] not in FAMILIES:
+        raise CheckpointError(f"{os.fspath(path)!r} holds a {state['config']['family']!r} model, "
+                              f"which this minigen does not know ({', '.join(FAMILIES)})")
+    return state
+
+
+def model_from_checkpoint(state: dict, ema: bool = True, device: str = "cpu"):
+    """The model saved in ``state`` (from :func:`read_checkpoint`), in eval mode on ``device``.
+
+    With ``ema`` (the default) it holds the exponential moving averages of the
+    weights, which usually sample and score better than the last weights.
+    """
+    model = FAMILIES[state["config"]["family"]].model_class(**state["model_config"])
+    model.load_state_dict(state["model"])
+    if ema:
+        averages = optim.EMA(model)
+        averages.load_state_dict(state["ema"])
+        averages.copy_to()
+    return model.to(device).eval()
+
+
+def load_model(path, ema: bool = True, device: str = "cpu"):
+    """The model in the training checkpoint at ``path`` (EMA weights by default)."""
+    return model_from_checkpoint(read_checkpoint(path), ema, device)
+
+
+def _differences(saved: dict, wanted: dict) -> list[str]:
+    """A line 'key: saved value in the checkpoint, wanted value now' for each key that differs."""
+    return [f"{key}: {saved.get(key)!r} in the checkpoint, {wanted.get(key)!r} now"
+            for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+
+
+def _check_resumable(path: str, saved: dict, wanted: dict, what: str) -> None:
+    """Refuse to resume when ``what`` (settings as dicts) differ between checkpoint and now."""
+    differences = _differences(saved, wanted)
+    if differences:
+        raise ValueError(f"cannot resume from {path!r}: the {what} differ ({'; '.join(differences)}); resume "
+                         "with the checkpoint's settings, or start a new run with another checkpoint path")
+
+
+def _read_for_resume(config: TrainConfig) -> dict:
+    """The checkpoint to resume from, after checking that it continues this config."""
+    if config.checkpoint is None:
+        raise ValueError("resume needs a checkpoint path; set checkpoint (--checkpoint PATH)")
+    if not os.path.isfile(config.checkpoint):
+        raise FileNotFoundError(f"cannot resume: no checkpoint at {config.checkpoint!r}; "
+                                "check the path, or start a new run without resume")
+    state = read_checkpoint(config.checkpoint)
+    _check_resumable(config.checkpoint, _defining(state["config"]), _defining(asdict(config)),
+                     "training settings")
+    return state
+
+
+def _defining(settings: dict) -> dict:
+    """The settings that define a run's trajectory: all but the RUN_SETTINGS."""
+    return {key: value for key, value in settings.items() if key not in RUN_SETTINGS}
+
+
+# ----------------------------------------------------------------------------
+# The loop
+
+
+def _batch_stream(data: ImageSet, config: TrainConfig, step: int):
+    """Mini-batches (images, labels) from training step ``step`` on, forever.
+
+    Epoch e visits the data in the order seeded by ``seed + e`` and drops the
+    last incomplete batch, so step s always sees the same batch: the one
+    numbered s mod (batches per epoch) of epoch s // (batches per epoch).
+    """
+    per_epoch = len(data) // config.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
+                         f"({len(data)} images); use a smaller batch size")
+    epoch, skip = divmod(step, per_epoch)
+    while True:
+        epoch_batches = batches((data.images, data.labels), config.batch_size, seed=config.seed + epoch,
+                                device=config.device, drop_last=True)
+        for index, batch in enumerate(epoch_batches):
+            if index >= skip:
+                yield batch
+        epoch, skip = epoch + 1, 0
+
+
+def _ema_decay(step: int, decay: float) -> float:
+    """The EMA decay at ``step``: at most (1 + step) / (10 + step), so early on the
+    average spans roughly the steps taken so far and forgets the random start."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int) -> list[float]:
+    """Train from step ``start`` to ``config.steps``; returns the loss of each step taken."""
+    dims = int(np.prod(data.images.shape[1:]))
+    stream = _batch_stream(data, config, start)
+    losses = []
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
+               desc=f"training {config.family}", disable=not config.verbose)
+    model.train()
+    for step in bar:
+        x, labels = next(stream)
+        loss = model.loss(x, labels if config.conditional else None)
+        optimizer.zero_grad()
+        loss.backward()
+        if config.grad_clip is not None:
+            optim.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        ema.decay = _ema_decay(step, config.ema_decay)
+        ema.update()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.2f}", bpd=f"{bits_per_dim(losses[-1], dims):.3f}")
+        done = step + 1
+        if config.checkpoint and (done % config.checkpoint_every == 0 or done == config.steps):
+            _save_checkpoint(config, model, optimizer, ema, done, data.images.shape[1:])
+    bar.close()
+    return losses
+
+
+def evaluate_nll(model, data: ImageSet, family: str, conditional: bool = False,
+                 batch_size: int = 256, device: str = "cpu") -> float:
+    """The mean test NLL of ``model`` on ``data`` in nats per image (no gradients)."""
+    score = FAMILIES[family].test_nll
+    model.eval()
+    total = 0.0
+    with no_grad():
+        for x, labels in batches((data.images, data.labels), batch_size, shuffle=False, device=device):
+            total += score(model, x, labels if conditional else None).sum().item()
+    return total / len(data)
+
+
+def _restore(saved: dict, config: TrainConfig, model, optimizer, ema) -> int:
+    """Put the checkpoint ``saved`` back into the run's objects; returns its step."""
+    _check_resumable(config.checkpoint, saved["model_config"], model.config, "model settings")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    ema.load_state_dict(saved["ema"])
+    backend.set_rng_state(saved["rng"])
+    return saved["step"]
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Train (or, with ``resume``, continue) the run ``config`` describes, then score the test set.
+
+    Returns a dict: ``model`` (holding the EMA weights, in eval mode),
+    ``losses`` (of the steps taken now), ``step`` (steps done in all),
+    ``test_nll`` (nats per image, with the EMA weights), ``test_bits_per_dim``,
+    ``image_shape`` (C, H, W) and ``seconds`` (training time).
+    """
+    backend.check_device(config.device)
+    saved = _read_for_resume(config) if resume else None
+    train_set = load_data(config.data, "train", config.levels)
+    test_set = load_data(config.data, "test", config.levels)
+    backend.manual_seed(config.seed)
+    model = build_model(config, train_set).to(config.device)
+    optimizer = optim.Adam(model.parameters(), lr=config.lr)
+    ema = optim.EMA(model, config.ema_decay)
+    start = 0 if saved is None else _restore(saved, config, model, optimizer, ema)
+    if config.checkpoint:
+        os.makedirs(os.path.dirname(os.path.abspath(config.checkpoint)), exist_ok=True)
+    began = time.perf_counter()
+    losses = _fit(model, optimizer, ema, train_set, config, start)
+    seconds = time.perf_counter() - began
+    ema.copy_to()
+    nll = evaluate_nll(model, test_set, config.family, config.conditional, device=config.device)
+    bpd = bits_per_dim(nll, int(np.prod(test_set.images.shape[1:])))
+    step = max(start, config.steps)
+    if config.verbose:
+        print(f"test NLL {nll:.2f} nats/image = {bpd:.4f} bits/dim ({config.family} on {config.data}, "
+              f"{len(test_set)} test images, EMA weights, step {step})")
+    return {"model": model, "losses": losses, "step": step, "test_nll": nll, "test_bits_per_dim": bpd,
+            "image_shape": tuple(test_set.images.shape[1:]), "seconds": seconds}
+
+
+def independent_pixel_nll(train_set: ImageSet, test_set: ImageSet, smoothing: float = 1.0) -> float:
+    """Test NLL (nats per image) of the baseline that ignores all structure between pixels.
+
+    Each sub-pixel gets its own categorical distribution over the levels,
+    fitted on ``train_set`` by counting, with ``smoothing`` added to every
+    count (add-one by default, so a level never seen in training keeps some
+    probability). Any model worth training must beat it.
+    """
+    levels = np.arange(train_set.levels).reshape(1, -1, 1, 1, 1)
+    counts = (train_set.images[:, None] == levels).sum(axis=0) + smoothing  # (K, C, H, W)
+    log_probs = np.log(counts / counts.sum(axis=0))
+    one_hot = test_set.images[:, None] == levels
+    return float(-(one_hot * log_probs).sum() / len(test_set))

@@ -1,0 +1,83 @@
+"""Pictures of images: grids of samples, saved as PNG files.
+
+    grid = image_grid(samples, levels=2, nrow=8)      # (H', W', 1) floats in [0, 1]
+    save_grid(samples, 2, "samples.png")               # the same grid, enlarged, as a PNG
+
+Images are NCHW with 1 (grey) or 3 (RGB) channels: integer levels
+0..levels-1, or floats in [0, 1] (then ``levels`` is None).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import matplotlib.image
+import numpy as np
+
+from . import backend
+from .autograd import Tensor
+from .checkpoint import _write_atomically
+
+BORDER = 0.5  # the grey between the images of a grid
+MIN_SIZE = 32  # save_grid enlarges images smaller than this (pixels) to be visible
+
+
+def _as_unit_floats(images, levels: int | None) -> np.ndarray:
+    """``images`` as a float32 NumPy array (N, C, H, W) with values in [0, 1]."""
+    if isinstance(images, Tensor):
+        images = images.data
+    images = np.asarray(backend.to_device(images, "cpu"))
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"image_grid: expected images of shape (N, 1 or 3, H, W), got {images.shape}")
+    if images.dtype.kind in "iub":
+        if levels is None:
+            raise ValueError("image_grid: integer images need levels (their number of grey levels)")
+        if images.min() < 0 or images.max() >= levels:
+            raise ValueError(f"image_grid: integer images must hold levels 0..{levels - 1}, "
+                             f"got values from {images.min()} to {images.max()}")
+        return images.astype(np.float32) / (levels - 1)
+    if levels is not None:
+        raise ValueError(f"image_grid: float images are intensities in [0, 1], so levels must be None "
+                         f"(got levels={levels}); pass integer images to use levels")
+    return np.clip(images, 0.0, 1.0).astype(np.float32)
+
+
+def image_grid(images, levels: int | None = None, nrow: int | None = None, scale: int = 1) -> np.ndarray:
+    """The images side by side, ``nrow`` per row, each enlarged ``scale`` times (nearest
+    neighbour), with a 1-pixel grey border around each: a (H', W', C) float array in [0, 1].
+
+    ``nrow`` defaults to a square-ish grid (ceil(sqrt(N)) images per row).
+    """
+    images = _as_unit_floats(images, levels)
+    n, channels, height, width = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    if nrow < 1 or scale < 1:
+        raise ValueError(f"image_grid: nrow and scale must be positive, got nrow={nrow}, scale={scale}")
+    images = images.repeat(scale, axis=2).repeat(scale, axis=3)
+    height, width = height * scale, width * scale
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (height + 1) + 1, nrow * (width + 1) + 1, channels), BORDER, dtype=np.float32)
+    for index, image in enumerate(images):
+        top, left = 1 + (index // nrow) * (height + 1), 1 + (index % nrow) * (width + 1)
+        grid[top:top + height, left:left + width] = image.transpose(1, 2, 0)
+    return grid
+
+
+def save_grid(images, levels: int | None, path, nrow: int | None = None,
+              scale: int | None = None) -> np.ndarray:
+    """Write :func:`image_grid` of ``images`` to the PNG file ``path``, atomically; returns the grid.
+
+    ``scale`` defaults to the smallest whole factor that makes each image at
+    least MIN_SIZE pixels tall (8x8 digits become 32x32). Missing folders of
+    ``path`` are created.
+    """
+    if scale is None:
+        scale = max(1, math.ceil(MIN_SIZE / max(np.shape(images)[2:])))
+    grid = image_grid(images, levels, nrow, scale)
+    pixels = grid[:, :, 0] if grid.shape[2] == 1 else grid
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _write_atomically(path, lambda file: matplotlib.image.imsave(file, pixels, cmap="gray", vmin=0, vmax=1,
+                                                                   format="png"))
+    return grid
