@@ -1,6 +1,6 @@
 """The ``minigen`` command line: ``minigen --help`` lists what it can do.
 
-    minigen demo                                    # a small Gated PixelCNN on the digits, in about a minute
+    minigen demo                                    # a Gated PixelCNN and a DDPM on the digits, ~3 minutes
     minigen train pixelcnn --data digits --steps 2000 --checkpoint run.npz --samples run.png
     minigen train pixelcnn --data digits --steps 4000 --checkpoint run.npz --resume
     minigen sample --checkpoint run.npz --n 64 --out grid.png
@@ -22,7 +22,8 @@ import numpy as np
 from . import backend
 from .data import load_digits
 from .models.classifier import accuracy, train_classifier
-from .train import (DATASETS, FAMILIES, TrainConfig, bits_per_dim, independent_pixel_nll, load_data,
+from .models.ddpm import DDPM, SCHEDULES
+from .train import (BOUND_TIMESTEPS, DATASETS, FAMILIES, TrainConfig, bits_per_dim, independent_pixel_nll, load_data,
                     model_from_checkpoint, read_checkpoint, train)
 from .viz import save_grid
 
@@ -36,6 +37,10 @@ DEMO_MODEL = {"hidden": 32, "layers": 6}
 DEMO_STEPS = 800
 DEMO_BATCH_SIZE = 32
 DEMO_LR = 2e-3
+# The demo's DDPM: a small U-Net on the same binarized digits (~70 s on 2 cores).
+DEMO_DDPM_MODEL = {"base_channels": 16, "T": 1000, "schedule": "cosine"}
+DEMO_DDPM_STEPS = 1500
+DEMO_DDPM_LR = 2e-3
 
 
 # ----------------------------------------------------------------------------
@@ -57,16 +62,36 @@ def _class_labels(n: int, num_classes: int | None, labels: list[int] | None):
     return np.resize(np.asarray(labels, dtype=np.int64), n)
 
 
-def _write_samples(model, image_shape, levels: int, path, n: int = 64, labels=None,
-                   temperature: float = 1.0, cached: bool = True, seed: int = 0, device: str = "cpu") -> float:
+def _sampling_options(model, image_shape, args=None) -> dict:
+    """The family-specific sampling settings, from ``args`` or the defaults.
+
+    PixelCNN: image size, temperature, cached or naive. DDPM: the sampler
+    (ancestral "ddpm" over all T steps, or "ddim" over --steps), eta, guidance.
+    """
+    if isinstance(model, DDPM):
+        return {"sampler": getattr(args, "sampler", "ddim"), "steps": getattr(args, "steps", None) or 50,
+                "eta": getattr(args, "eta", 0.0), "guidance": getattr(args, "guidance", 1.0)}
+    return {"size": tuple(image_shape[1:]), "temperature": getattr(args, "temperature", 1.0),
+            "cached": not getattr(args, "naive", False)}
+
+
+def _describe(options: dict) -> str:
+    if "sampler" in options:
+        steps = "all T steps" if options["sampler"] == "ddpm" else f"{options['steps']} steps"
+        return f"{options['sampler']} sampler, {steps}"
+    return f"{'cached' if options['cached'] else 'naive'} sampler"
+
+
+def _write_samples(model, image_shape, levels: int, path, n: int = 64, labels=None, seed: int = 0,
+                   device: str = "cpu", options: dict | None = None) -> float:
     """Sample ``n`` images, write them as a grid PNG to ``path``; returns the sampling time in seconds.
 
     A class-conditional model's grid has one column per class.
     """
     labels = _class_labels(n, model.num_classes, labels)
+    options = options or _sampling_options(model, image_shape)
     start = time.perf_counter()
-    images = model.sample(n, size=tuple(image_shape[1:]), labels=labels, temperature=temperature,
-                          cached=cached, seed=seed, device=device, progress=True)
+    images = model.sample(n, labels=labels, seed=seed, device=device, progress=True, **options)
     backend.synchronize(device)
     seconds = time.perf_counter() - start
     save_grid(backend.to_device(images, "cpu"), levels, path, nrow=model.num_classes)
@@ -89,27 +114,65 @@ def _train_and_sample(config, samples, resume: bool = False) -> dict:
 
 
 def _demo(args) -> int:
-    """Train a small Gated PixelCNN on the binarized digits; report its test NLL and sample."""
+    """Train both families on the binarized digits; write both sample grids and a table
+    of test NLL (PixelCNN exact, DDPM a bound) and sampling time."""
     backend.check_device(args.device)
     out = Path(args.out)
-    config = TrainConfig(family=DEMO_FAMILY, data="digits", levels=2, model=DEMO_MODEL, steps=args.steps,
-                         batch_size=DEMO_BATCH_SIZE, lr=DEMO_LR, seed=args.seed,
-                         checkpoint=str(out / "demo.npz"), checkpoint_every=args.steps, device=args.device)
-    print(f"minigen demo: a {DEMO_FAMILY} on the bundled 8x8 digits, binarized, "
-          f"{args.steps} steps on {args.device}")
-    result = _train_and_sample(config, out / "samples.png")
+    runs = {
+        DEMO_FAMILY: TrainConfig(family=DEMO_FAMILY, data="digits", levels=2, model=DEMO_MODEL, steps=args.steps,
+                                 batch_size=DEMO_BATCH_SIZE, lr=DEMO_LR, seed=args.seed,
+                                 checkpoint=str(out / "pixelcnn.npz"), checkpoint_every=args.steps,
+                                 device=args.device),
+        "ddpm": TrainConfig(family="ddpm", data="digits", levels=2, model=DEMO_DDPM_MODEL, steps=args.ddpm_steps,
+                            batch_size=64, lr=DEMO_DDPM_LR, seed=args.seed, checkpoint=str(out / "ddpm.npz"),
+                            checkpoint_every=args.ddpm_steps, device=args.device),
+    }
+    print(f"minigen demo: a {DEMO_FAMILY} ({args.steps} steps) and a ddpm ({args.ddpm_steps} steps) "
+          f"on the bundled 8x8 digits, binarized, on {args.device}")
+    rows = []
+    for name, config in runs.items():
+        result = _train_and_sample(config, out / f"{Path(config.checkpoint).stem}.png")
+        model, shape = result["model"], result["image_shape"]
+        kind = "exact" if FAMILIES[name].loss_is_nll else f"bound ({BOUND_TIMESTEPS}-step estimate)"
+        for options in _demo_samplers(model, shape):
+            seconds = _timed_sample(model, shape, options, args)
+            rows.append((name, result["test_nll"], result["test_bits_per_dim"], kind, _describe(options), seconds))
     baseline = independent_pixel_nll(load_data("digits", "train", 2), load_data("digits", "test", 2))
-    dims = int(np.prod(result["image_shape"]))
-    print(f"for comparison, independent pixels: {baseline:.2f} nats/image = {bits_per_dim(baseline, dims):.4f} "
-          f"bits/dim; the {DEMO_FAMILY} is {baseline - result['test_nll']:.2f} nats/image better after "
-          f"{result['seconds']:.0f} s of training")
-    print(f"draw more with: minigen sample --checkpoint {config.checkpoint} --n 100")
+    print(_demo_table(rows, baseline))
+    print(f"draw more with: minigen sample --checkpoint {out / 'pixelcnn.npz'} --n 100")
     return 0
+
+
+def _demo_samplers(model, image_shape) -> list:
+    """The samplers the demo times: cached and naive PixelCNN; DDIM (50 steps) and full DDPM."""
+    if isinstance(model, DDPM):
+        return [{"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0},
+                {"sampler": "ddpm", "steps": None, "eta": 0.0, "guidance": 1.0}]
+    return [{"size": tuple(image_shape[1:]), "temperature": 1.0, "cached": cached} for cached in (True, False)]
+
+
+def _timed_sample(model, image_shape, options, args, n: int = 64) -> float:
+    """Seconds to draw ``n`` images with ``options`` (synchronised, so GPU time counts)."""
+    start = time.perf_counter()
+    model.sample(n, labels=None, seed=args.seed, device=args.device, **options)
+    backend.synchronize(args.device)
+    return time.perf_counter() - start
+
+
+def _demo_table(rows, baseline: float) -> str:
+    lines = ["", "| model | test NLL (nats/image) | bits/dim | NLL is | sampler | 64 samples |",
+             "|---|---:|---:|---|---|---:|"]
+    for name, nll, bpd, kind, sampler, seconds in rows:
+        lines.append(f"| {name} | {nll:.2f} | {bpd:.4f} | {kind} | {sampler} | {seconds:.2f} s |")
+    lines.append(f"| independent pixels (baseline) | {baseline:.2f} | {bits_per_dim(baseline, 64):.4f} | exact | | |")
+    return "\n".join(lines)
 
 
 def _train(args) -> int:
     """Train (or resume) a model from the command-line settings."""
-    settings = {"hidden": args.hidden, "blocks": args.blocks, "layers": args.layers}
+    settings = {"hidden": args.hidden, "blocks": args.blocks, "layers": args.layers, "T": args.T,
+                "schedule": args.schedule, "base_channels": args.base_channels,
+                "prediction": args.prediction, "p_uncond": args.p_uncond}
     checkpoint = args.checkpoint or f"minigen-out/{args.family}-{args.data}.npz"
     config = TrainConfig(
         family=args.family, data=args.data, levels=args.levels,
@@ -127,11 +190,10 @@ def _sample(args) -> int:
     state = read_checkpoint(args.checkpoint)
     model = model_from_checkpoint(state, device=args.device)
     labels = [args.class_] if args.class_ is not None else args.labels
-    cached = not args.naive
+    options = _sampling_options(model, state["image_shape"], args)
     seconds = _write_samples(model, state["image_shape"], state["config"]["levels"], args.out, args.n, labels,
-                             args.temperature, cached, args.seed, args.device)
-    print(f"sampled {args.n} images in {seconds:.2f} s ({'cached' if cached else 'naive'} sampler, "
-          f"{args.device}) -> {args.out}")
+                             args.seed, args.device, options)
+    print(f"sampled {args.n} images in {seconds:.2f} s ({_describe(options)}, {args.device}) -> {args.out}")
     return 0
 
 
@@ -184,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
-        "demo", help="train a small Gated PixelCNN on the bundled digits, sample, report its NLL")
+        "demo", help="train a Gated PixelCNN and a DDPM on the bundled digits; sample; compare NLL and speed")
     _add_common(demo, "random seed")
     demo.add_argument("--steps", type=_positive(int), default=DEMO_STEPS,
-                      help=f"training steps (default {DEMO_STEPS}, about a minute on 2 cores)")
+                      help=f"training steps of the PixelCNN (default {DEMO_STEPS}, about a minute on 2 cores)")
+    demo.add_argument("--ddpm-steps", type=_positive(int), default=DEMO_DDPM_STEPS,
+                      help=f"training steps of the ddpm (default {DEMO_DDPM_STEPS})")
     demo.add_argument("--out", default="minigen-out",
-                      help="folder for samples.png and demo.npz (default minigen-out)")
+                      help="folder for the checkpoints and sample grids (default minigen-out)")
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train", help="train a model, with checkpoints and resume")
@@ -210,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="residual blocks of a pixelcnn (default: the model's)")
     train.add_argument("--layers", type=_positive(int),
                        help="layers of a gated-pixelcnn (default: the model's)")
+    train.add_argument("--T", type=_positive(int), help="diffusion steps of a ddpm (default 1000)")
+    train.add_argument("--schedule", choices=sorted(SCHEDULES), help="noise schedule of a ddpm (default linear)")
+    train.add_argument("--base-channels", type=_positive(int), help="U-Net width of a ddpm (default 32)")
+    train.add_argument("--prediction", choices=["eps", "x0", "v"], help="what a ddpm's U-Net predicts (default eps)")
+    train.add_argument("--p-uncond", type=float,
+                       help="a conditional ddpm's label-dropout probability for guidance (default 0.1)")
     train.add_argument("--conditional", action="store_true", help="condition on the class labels")
     train.add_argument("--checkpoint", help="checkpoint file, overwritten unless --resume "
                                             "(default minigen-out/FAMILY-DATA.npz)")
@@ -229,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="below 1: sharper, above 1: more varied (default 1)")
     sample.add_argument("--naive", action="store_true",
                         help="the textbook sampler (one full pass per sub-pixel) instead of the cached one")
+    sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
+                        help="a ddpm's sampler: ancestral over all T steps, or DDIM (default ddim)")
+    sample.add_argument("--steps", type=_positive(int), help="DDIM steps (default 50)")
+    sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 ancestral-like")
+    sample.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale of a conditional ddpm (default 1: none)")
     which = sample.add_mutually_exclusive_group()
     which.add_argument("--labels", type=_label_list, help="classes to draw, e.g. 0,1,2, repeated to fill --n")
     which.add_argument("--class", dest="class_", type=int, metavar="K", help="draw every image from class K")

@@ -2,8 +2,9 @@
 
 A model family plugs in through two things only:
 
-* ``model.loss(x, labels)``: a scalar Tensor, the mean negative log-likelihood
-  (or a bound on it) in nats per image, for a batch of integer images x;
+* ``model.loss(x, labels)``: a scalar Tensor for a batch of integer images x
+  (PixelCNN: the mean negative log-likelihood in nats per image; DDPM: the
+  noise-prediction error L_simple);
 * a test NLL: nats per image for each image of a batch (exact for PixelCNN,
   a bound for diffusion), registered in :data:`FAMILIES`.
 
@@ -37,6 +38,7 @@ from . import backend, optim
 from .autograd import no_grad
 from .checkpoint import CheckpointError, load, save
 from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
+from .models.ddpm import DDPM
 from .models.pixelcnn import AutoregressiveImageModel, GatedPixelCNN, PixelCNN
 
 bits_per_dim = AutoregressiveImageModel.bits_per_dim  # nats per image -> bits per sub-pixel
@@ -47,13 +49,15 @@ bits_per_dim = AutoregressiveImageModel.bits_per_dim  # nats per image -> bits p
 
 
 class Family(NamedTuple):
-    """A model family: its class and how to score test images.
+    """A model family: its class, how to score test images, and whether its
+    training loss is itself a negative log-likelihood in nats per image.
 
     ``test_nll(model, x, labels)`` returns nats per image, shape (N,).
     """
 
     model_class: type
     test_nll: Callable
+    loss_is_nll: bool
 
 
 def _autoregressive_nll(model, x, labels):
@@ -61,9 +65,19 @@ def _autoregressive_nll(model, x, labels):
     return -model.log_prob(x, labels)
 
 
+BOUND_TIMESTEPS = 100  # random steps per image that estimate the bound's sum over T steps
+
+
+def _diffusion_nll(model, x, labels):
+    """The variational bound on -log p(x), its T-step sum estimated from
+    BOUND_TIMESTEPS random steps (unbiased; exact with all T)."""
+    return model.nll_bound(x, labels, timesteps=min(BOUND_TIMESTEPS, model.schedule.T - 1))
+
+
 FAMILIES = {
-    "pixelcnn": Family(PixelCNN, _autoregressive_nll),
-    "gated-pixelcnn": Family(GatedPixelCNN, _autoregressive_nll),
+    "pixelcnn": Family(PixelCNN, _autoregressive_nll, loss_is_nll=True),
+    "gated-pixelcnn": Family(GatedPixelCNN, _autoregressive_nll, loss_is_nll=True),
+    "ddpm": Family(DDPM, _diffusion_nll, loss_is_nll=False),
 }
 
 DATASETS = ("digits", "mnist", "binarized-mnist")
@@ -136,15 +150,16 @@ RUN_SETTINGS = ("steps", "checkpoint", "checkpoint_every", "device", "verbose")
 def build_model(config: TrainConfig, data: ImageSet):
     """A freshly initialised model of ``config.family`` for images like ``data``'s."""
     model_class = FAMILIES[config.family].model_class
-    allowed = [name for name in inspect.signature(model_class).parameters
-               if name not in ("channels", "levels", "num_classes")]
+    from_data = {"channels": data.images.shape[1], "levels": config.levels,
+                 "num_classes": int(data.labels.max()) + 1 if config.conditional else None,
+                 "image_size": data.images.shape[-1]}
+    parameters = inspect.signature(model_class).parameters
+    allowed = [name for name in parameters if name not in from_data]
     unknown = sorted(set(config.model) - set(allowed))
     if unknown:
         raise ValueError(f"{config.family} has no setting {', '.join(map(repr, unknown))}; "
                          f"its settings are {', '.join(allowed)}")
-    num_classes = int(data.labels.max()) + 1 if config.conditional else None
-    return model_class(channels=data.images.shape[1], levels=config.levels,
-                       num_classes=num_classes, **config.model)
+    return model_class(**{k: v for k, v in from_data.items() if k in parameters}, **config.model)
 
 
 # ----------------------------------------------------------------------------
@@ -266,6 +281,7 @@ def _ema_decay(step: int, decay: float) -> float:
 def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int) -> list[float]:
     """Train from step ``start`` to ``config.steps``; returns the loss of each step taken."""
     dims = int(np.prod(data.images.shape[1:]))
+    loss_is_nll = FAMILIES[config.family].loss_is_nll
     stream = _batch_stream(data, config, start)
     losses = []
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
@@ -282,7 +298,8 @@ def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int)
         ema.decay = _ema_decay(step, config.ema_decay)
         ema.update()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.2f}", bpd=f"{bits_per_dim(losses[-1], dims):.3f}")
+        shown = {"bpd": f"{bits_per_dim(losses[-1], dims):.3f}"} if loss_is_nll else {}
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", **shown)
         done = step + 1
         if config.checkpoint and (done % config.checkpoint_every == 0 or done == config.steps):
             _save_checkpoint(config, model, optimizer, ema, done, data.images.shape[1:])
@@ -339,7 +356,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     bpd = bits_per_dim(nll, int(np.prod(test_set.images.shape[1:])))
     step = max(start, config.steps)
     if config.verbose:
-        print(f"test NLL {nll:.2f} nats/image = {bpd:.4f} bits/dim ({config.family} on {config.data}, "
+        what = "NLL" if FAMILIES[config.family].loss_is_nll else "NLL bound"
+        print(f"test {what} {nll:.2f} nats/image = {bpd:.4f} bits/dim ({config.family} on {config.data}, "
               f"{len(test_set)} test images, EMA weights, step {step})")
     return {"model": model, "losses": losses, "step": step, "test_nll": nll, "test_bits_per_dim": bpd,
             "image_shape": tuple(test_set.images.shape[1:]), "seconds": seconds}

@@ -137,8 +137,11 @@ def test_malformed_arguments_exit_2_with_usage(argv, message, capsys):
 
 
 def test_demo_trains_samples_and_reports_the_nll(tmp_path, capsys):
-    assert main(["demo", "--steps", "2", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--steps", "2", "--ddpm-steps", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"test NLL [\d.]+ nats/image = [\d.]+ bits/dim", out)
-    assert "independent pixels" in out
-    assert sorted(os.listdir(tmp_path)) == ["demo.npz", "samples.png"]
+    assert re.search(r"test NLL bound [\d.]+ nats/image", out)
+    for row in ("| gated-pixelcnn |", "cached sampler", "naive sampler", "| ddpm |", "ddim sampler, 50 steps",
+                "ddpm sampler, all T steps", "| independent pixels (baseline) |"):
+        assert row in out, row
+    assert sorted(os.listdir(tmp_path)) == ["ddpm.npz", "ddpm.png", "pixelcnn.npz", "pixelcnn.png"]

@@ -15,7 +15,8 @@ from minigen.viz import image_grid, save_grid
 
 # A tiny run: 1,437 training digits in batches of 512 make 2 steps per epoch,
 # so 6 steps cross two epoch boundaries and a resume at step 3 lands mid-epoch.
-TINY = {"pixelcnn": {"hidden": 8, "blocks": 1}, "gated-pixelcnn": {"hidden": 4, "layers": 2}}
+TINY = {"pixelcnn": {"hidden": 8, "blocks": 1}, "gated-pixelcnn": {"hidden": 4, "layers": 2},
+        "ddpm": {"base_channels": 8, "channel_mults": [1], "groups": 4, "T": 30, "schedule": "cosine"}}
 
 
 def tiny_config(tmp_path, family="pixelcnn", name="run.npz", **changes):
@@ -24,7 +25,7 @@ def tiny_config(tmp_path, family="pixelcnn", name="run.npz", **changes):
     return TrainConfig(**{**settings, **changes})
 
 
-@pytest.mark.parametrize("family, conditional", [("pixelcnn", False), ("gated-pixelcnn", True)])
+@pytest.mark.parametrize("family, conditional", [("pixelcnn", False), ("gated-pixelcnn", True), ("ddpm", True)])
 def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, family, conditional):
     config = tiny_config(tmp_path, family, conditional=conditional, grad_clip=1.0)
     whole = train(config)
