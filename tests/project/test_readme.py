@@ -23,3 +23,12 @@ def test_ci_runs_the_readme_test_command():
 
 def test_no_placeholders_left_in_readme():
     assert "PLACEHOLDER" not in (ROOT / "README.md").read_text()
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The tour's code is what a reader will paste: it must run as written."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
