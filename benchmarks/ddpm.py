@@ -1,4 +1,5 @@
-"""DDPM sampling: time and quality of ancestral sampling (all T steps) vs DDIM.
+"""DDPM sampling: time and quality of ancestral sampling (all T steps) vs DDIM,
+with a Gated PixelCNN trained on the same data as the autoregressive reference.
 
     python benchmarks/ddpm.py [--steps 3000] [--n 256] [--json results.json]
 
@@ -22,32 +23,44 @@ from minigen.train import TrainConfig, train
 SAMPLERS = [("ddpm", None)] + [("ddim", s) for s in (10, 20, 50, 100)]
 
 
-def run(steps: int, n: int, device: str = "cpu") -> dict:
-    config = TrainConfig(family="ddpm", data="digits", levels=17, steps=steps, batch_size=64, lr=2e-3,
-                         model={"base_channels": 32, "T": 1000, "schedule": "cosine"}, device=device,
-                         verbose=False)
-    result = train(config)
+def _row(name: str, evaluations: int, draw, device: str) -> dict:
+    """Time ``draw()`` (synchronised) and score its images."""
+    start = time.perf_counter()
+    images = draw()
+    backend.synchronize(device)
+    seconds = time.perf_counter() - start
+    quality = sample_quality(backend.to_device(images, "cpu"), 17)
+    return {"sampler": name, "steps": evaluations, "seconds": seconds,
+            "frechet_distance": quality["frechet_distance"],
+            "class_entropy_bits": quality["class_balance"]["entropy_bits"],
+            "real_images_frechet_distance": quality["real_images_frechet_distance"]}
+
+
+def run(steps: int, n: int, device: str = "cpu", pixelcnn_steps: int = 1000) -> dict:
+    common = dict(data="digits", levels=17, batch_size=64, lr=2e-3, device=device, verbose=False)
+    result = train(TrainConfig(family="ddpm", steps=steps, **common,
+                               model={"base_channels": 32, "T": 1000, "schedule": "cosine"}))
     model = result["model"]
-    rows = []
-    for sampler, sampler_steps in SAMPLERS:
-        start = time.perf_counter()
-        images = model.sample(n, sampler=sampler, steps=sampler_steps, seed=1, device=device)
-        backend.synchronize(device)
-        seconds = time.perf_counter() - start
-        quality = sample_quality(backend.to_device(images, "cpu"), 17)
-        rows.append({"sampler": sampler, "steps": sampler_steps or model.schedule.T, "seconds": seconds,
-                     "frechet_distance": quality["frechet_distance"],
-                     "class_entropy_bits": quality["class_balance"]["entropy_bits"],
-                     "real_images_frechet_distance": quality["real_images_frechet_distance"]})
+    rows = [_row(sampler, sampler_steps or model.schedule.T,
+                 lambda: model.sample(n, sampler=sampler, steps=sampler_steps, seed=1, device=device), device)
+            for sampler, sampler_steps in SAMPLERS]
+    reference = train(TrainConfig(family="gated-pixelcnn", steps=pixelcnn_steps, **common,
+                                  model={"hidden": 32, "layers": 6}))
+    pixelcnn = reference["model"]
+    rows.append(_row("gated-pixelcnn (cached)", 64,
+                     lambda: pixelcnn.sample(n, cached=True, seed=1, device=device), device))
     return {"train_steps": steps, "n": n, "device": device, "parameters": model.num_parameters(),
             "test_nll_bound_bits_per_dim": result["test_bits_per_dim"], "train_seconds": result["seconds"],
+            "pixelcnn_test_bits_per_dim": reference["test_bits_per_dim"], "pixelcnn_steps": pixelcnn_steps,
             "rows": rows, "date": time.strftime("%Y-%m-%d")}
 
 
 def markdown(result: dict) -> str:
     lines = [f"DDPM ({result['parameters']:,} parameters, {result['train_steps']} training steps in "
              f"{result['train_seconds']:.0f} s, test bound {result['test_nll_bound_bits_per_dim']:.3f} bits/dim) "
-             f"on 8x8 digits with 17 levels; {result['n']} samples each; {result['device']}; {result['date']}.", "",
+             f"on 8x8 digits with 17 levels; Gated PixelCNN ({result['pixelcnn_steps']} steps, exact test NLL "
+             f"{result['pixelcnn_test_bits_per_dim']:.3f} bits/dim) on the same data; {result['n']} samples each; "
+             f"{result['device']}; {result['date']}.", "",
              "| sampler | network evaluations | seconds | Frechet distance | class entropy (bits, max 3.32) |",
              "|---|---:|---:|---:|---:|"]
     for row in result["rows"]:

@@ -325,3 +325,39 @@ def test_guidance_pulls_samples_into_the_requested_cluster():
             for w in (1.0, 4.0)}
     assert hits[1.0] > 0.55, hits
     assert hits[4.0] > hits[1.0] + 0.1, hits
+
+
+class TargetNet(nn.Module):
+    """Returns exactly what a network of the given prediction type should output
+    for known x0 and noise: the ideal prediction."""
+
+    def __init__(self, model, x0, noise):
+        super().__init__()
+        self.model, self.x0, self.noise = model, x0, noise
+
+    def forward(self, xt, t, labels=None):
+        m = self.model
+        return {"eps": self.noise, "x0": self.x0, "v": m._v(self.x0, t, self.noise)}[m.prediction]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_every_prediction_type_recovers_x0_and_the_noise(prediction):
+    model = tiny(prediction=prediction)
+    rng = np.random.default_rng(5)
+    x0 = Tensor(rng.uniform(-1, 1, (3, 1, 4, 4)).astype(np.float32))
+    noise = Tensor(rng.standard_normal((3, 1, 4, 4)).astype(np.float32))
+    t = Tensor(np.array([0, 9, 19]))
+    xt = q_sample(model.schedule, x0, t, noise)
+    model.net = TargetNet(model, x0, noise)
+    eps, x0_hat = model.predict_eps_x0(xt, t, clip=False)
+    np.testing.assert_allclose(x0_hat.numpy(), x0.numpy(), atol=5e-4)
+    np.testing.assert_allclose(eps.numpy(), noise.numpy(), atol=5e-3)
+
+
+def test_quadratic_spacing_packs_steps_near_the_data():
+    steps = ddim_timesteps(1000, 20, "quadratic")
+    assert steps[0] == 0 and steps == sorted(steps) and len(steps) <= 20
+    gaps = np.diff(steps)
+    assert gaps[0] < gaps[-1]
+    with pytest.raises(ValueError, match="spacing must be 'uniform' or 'quadratic'"):
+        ddim_timesteps(1000, 20, "cubic")
