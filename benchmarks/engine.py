@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
-import sys
-import time
 
 import numpy as np
 
@@ -28,6 +24,8 @@ from minigen import functional as F
 from minigen import optim
 from minigen.bench import measure
 from minigen.models.classifier import DigitClassifier
+
+from _common import facts, facts_line, in_fresh_process  # benchmarks/_common.py, beside this script
 
 try:
     import torch
@@ -182,33 +180,22 @@ def worker(framework: str, device: str) -> dict:
             "matmul_gflops": bench_matmul_gflops(device) if framework == "minigen" else None}
 
 
-def _in_fresh_process(framework: str, device: str) -> dict:
-    """Run ``worker`` in a new interpreter, so neither library's thread pool
-    competes with the other's for the two cores."""
-    command = [sys.executable, __file__, "--worker", framework, "--device", device]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 ROWS = {"conv": "conv2d fwd+bwd (64x64x28x28, 3x3)",
         "overhead": "per-op overhead (add, mul, sum; fwd+bwd of 10 elements)",
         "step": "digit conv net training step (batch 64, 8x8, Adam)"}
 
 
 def run(device: str) -> dict:
-    ours = _in_fresh_process("minigen", device)
-    theirs = _in_fresh_process("torch", "cpu") if torch is not None and device == "cpu" else None
+    ours = in_fresh_process(__file__, "--worker", "minigen", "--device", device)
+    theirs = (in_fresh_process(__file__, "--worker", "torch", "--device", "cpu")
+              if torch is not None and device == "cpu" else None)
     rows = {}
     for key, name in ROWS.items():
         ratio = ours[key] / theirs[key] if theirs else None
         rows[name] = {"minigen_ms": ours[key] * 1e3, "torch_ms": theirs[key] * 1e3 if theirs else None,
                       "ratio": ratio}
     return {
-        "machine": f"{platform.machine()}, {os_cpu_count()} cores",
-        "device": device,
-        "date": time.strftime("%Y-%m-%d"),
-        "numpy": np.__version__,
-        "torch": torch.__version__ if theirs else None,
+        **facts(device, torch.__version__ if theirs else None),
         "rows": rows,
         "peak_memory_mib": {"minigen": ours["memory"], "torch": theirs["memory"] if theirs else None},
         "conv_gflops": conv_flops() / ours["conv"] / 1e9,
@@ -216,15 +203,8 @@ def run(device: str) -> dict:
     }
 
 
-def os_cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def markdown(result: dict) -> str:
-    lines = [f"Machine: {result['machine']}; device {result['device']}; {result['date']}; "
-             f"NumPy {result['numpy']}; PyTorch {result['torch'] or 'not installed'}.", "",
+    lines = [facts_line(result), "",
              "| benchmark | minigen | PyTorch CPU | minigen / PyTorch |", "|---|---:|---:|---:|"]
     for name, row in result["rows"].items():
         torch_ms = f"{row['torch_ms']:.3f} ms" if row["torch_ms"] else "-"

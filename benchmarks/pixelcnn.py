@@ -1,0 +1,310 @@
+"""PixelCNN benchmarks: cached vs naive sampling, and a training step beside PyTorch CPU eager.
+
+    python benchmarks/pixelcnn.py [--quick] [--full-naive] [--device cpu|cuda] [--json results.json]
+
+Measures, in one run:
+  1. the time to sample 16 images at 8x8, 16x16 and 28x28 with the naive
+     sampler (one full forward pass per sub-pixel) and the cached one
+     (Ramachandran et al. 2017), for PixelCNN and GatedPixelCNN, and checks
+     that both samplers return exactly the same images. At 28x28 the naive
+     time is extrapolated (the median of a few forward passes times the
+     C*H*W passes it makes) and the images are not compared, unless
+     ``--full-naive`` runs it in full (about 2 more minutes on 2 cores);
+  2. one training step (forward, backward, Adam) of the reference PixelCNN on
+     a batch of 64 binary images at 8x8 and 28x28, in minigen and in PyTorch
+     CPU eager. The PyTorch network is built here with minigen's own masks and
+     starts from minigen's weights, so both first losses must agree.
+Every library runs in its own fresh process. ``--quick`` is a smoke run: 8x8
+only, few repeats. Results print as Markdown tables (copied into the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+import minigen as mg
+from minigen import optim
+from minigen.bench import measure
+from minigen.models.pixelcnn import GatedPixelCNN, PixelCNN, causal_mask, channel_groups
+
+from _common import facts, facts_line, in_fresh_process  # benchmarks/_common.py, beside this script
+
+try:
+    import torch
+except ImportError:  # the bench extra is optional
+    torch = None
+
+REFERENCE = dict(channels=1, levels=2, hidden=64, blocks=5)
+"""The reference PixelCNN: binary images, the class's default size; it is also compared with PyTorch."""
+
+MODELS = {"PixelCNN": (PixelCNN, REFERENCE),
+          "GatedPixelCNN": (GatedPixelCNN, dict(channels=1, levels=2, hidden=32, layers=6))}
+
+SAMPLE_BATCH, TRAIN_BATCH = 16, 64
+
+PLANS = {
+    "full": dict(sample_sizes=[8, 16, 28], naive_sizes=[8, 16], forward_repeats=10, cached_repeats=3,
+                 train_sizes=[8, 28], train_repeats=10),
+    "quick": dict(sample_sizes=[8], naive_sizes=[8], forward_repeats=3, cached_repeats=1,
+                  train_sizes=[8], train_repeats=3),
+}
+"""What a run measures. The naive sampler runs in full once at each of
+``naive_sizes`` (even at 8x8 one run is 64 forward passes); at other sizes
+its time is extrapolated from the median of ``forward_repeats`` forward passes."""
+
+# ----------------------------------------------------------------------------
+# The reference PixelCNN in PyTorch, layer for layer
+
+
+if torch is not None:
+
+    class TorchMaskedConv2d(torch.nn.Conv2d):
+        """minigen's MaskedConv2d: the weight times a fixed 0/1 mask, "same" padding."""
+
+        def __init__(self, mask: np.ndarray):
+            out_channels, in_channels, kh, kw = mask.shape
+            super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2))
+            self.register_buffer("mask", torch.from_numpy(mask))
+
+        def forward(self, x):
+            return torch.nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+    class TorchResidualBlock(torch.nn.Module):
+        """ReLU -> 1x1 (h -> h/2) -> ReLU -> k x k -> ReLU -> 1x1 (h/2 -> h), added to the input; mask B."""
+
+        def __init__(self, hidden: int, colors: int, kernel_size: int):
+            super().__init__()
+            full, half = channel_groups(hidden, colors), channel_groups(hidden // 2, colors)
+            self.reduce = TorchMaskedConv2d(causal_mask(half, full, 1, "B"))
+            self.conv = TorchMaskedConv2d(causal_mask(half, half, kernel_size, "B"))
+            self.expand = TorchMaskedConv2d(causal_mask(full, half, 1, "B"))
+
+        def forward(self, h):
+            relu = torch.relu
+            return h + self.expand(relu(self.conv(relu(self.reduce(relu(h))))))
+
+    class TorchPixelCNN(torch.nn.Module):
+        """minigen's PixelCNN (without classes) in PyTorch: the same masks, layer
+        sizes and parameter names, so minigen's ``state_dict`` loads into it."""
+
+        def __init__(self, channels: int, levels: int, hidden: int, blocks: int,
+                     first_kernel: int = 7, kernel_size: int = 3):
+            super().__init__()
+            self.channels, self.levels = channels, levels
+            image, full = channel_groups(channels, channels), channel_groups(hidden, channels)
+            out = channel_groups(channels * levels, channels)
+            self.input = TorchMaskedConv2d(causal_mask(full, image, first_kernel, "A"))
+            self.blocks = torch.nn.ModuleList(TorchResidualBlock(hidden, channels, kernel_size)
+                                              for _ in range(blocks))
+            self.head1 = TorchMaskedConv2d(causal_mask(full, full, 1, "B"))
+            self.head2 = TorchMaskedConv2d(causal_mask(out, full, 1, "B"))
+
+        @classmethod
+        def from_minigen(cls, model: PixelCNN) -> "TorchPixelCNN":
+            """The same network with the same weights as a minigen PixelCNN built from REFERENCE."""
+            twin = cls(**REFERENCE)
+            twin.load_state_dict({name: torch.from_numpy(array) for name, array in model.state_dict().items()})
+            return twin
+
+        def forward(self, x):
+            """Logits (N, K, C, H, W) for integer images x (N, C, H, W), as minigen's forward."""
+            h = self.input(x.float() * (2.0 / (self.levels - 1)) - 1.0)
+            for block in self.blocks:
+                h = block(h)
+            logits = self.head2(torch.relu(self.head1(torch.relu(h))))
+            n, _, height, width = logits.shape
+            return logits.reshape(n, self.channels, self.levels, height, width).transpose(1, 2)
+
+        def loss(self, x):
+            """Mean negative log-likelihood in nats per image, as minigen's ``loss``."""
+            return torch.nn.functional.cross_entropy(self(x), x, reduction="sum") / x.shape[0]
+
+
+# ----------------------------------------------------------------------------
+# Measurements (each worker runs in a fresh process)
+
+
+def parameter_count(name: str) -> int:
+    """Trainable numbers in the model, masked-out weights included (as PyTorch counts them)."""
+    model_class, config = MODELS[name]
+    return sum(p.data.size for p in model_class(**config).parameters())
+
+
+def bench_sampling(name: str, size: int, plan: dict, device: str) -> dict:
+    """Seconds to sample SAMPLE_BATCH images of size x size, cached and naive, and
+    whether both samplers drew the same images (None where naive was extrapolated)."""
+    model_class, config = MODELS[name]
+    mg.manual_seed(0)
+    model = model_class(**config).to(device)
+    images = {}
+
+    def sampler(cached: bool):
+        def sample():
+            images[cached] = model.sample(SAMPLE_BATCH, (size, size), cached=cached, seed=0, device=device)
+        return sample
+
+    cached = measure(sampler(True), repeats=plan["cached_repeats"], warmup=1, device=device).median
+    if size not in plan["naive_sizes"]:
+        naive = naive_extrapolated(model, size, plan["forward_repeats"], device)
+        return {"naive_s": naive, "naive_extrapolated": True, "cached_s": cached, "identical": None}
+    naive = measure(sampler(False), repeats=1, warmup=0, device=device).median
+    return {"naive_s": naive, "naive_extrapolated": False, "cached_s": cached,
+            "identical": bool((images[False] == images[True]).all())}
+
+
+def naive_extrapolated(model, size: int, repeats: int, device: str) -> float:
+    """The naive sampler's seconds, estimated: it makes one full forward pass per
+    sub-pixel, C*H*W in all, each on a batch of the same shape, so the median
+    forward pass times C*H*W (the sampling arithmetic around it is negligible)."""
+    x = mg.zeros(SAMPLE_BATCH, model.channels, size, size, dtype="int64", device=device)
+    model.eval()
+    with mg.no_grad():
+        forward = measure(lambda: model(x), repeats=repeats, warmup=1, device=device)
+    return forward.median * model.channels * size * size
+
+
+def training_step(framework: str, size: int, device: str = "cpu"):
+    """A closure: one Adam step of the reference PixelCNN on a fixed batch of
+    random binary images, returning the loss. Both frameworks start from the
+    same weights (minigen's, seed 0), so their first losses agree."""
+    images = np.random.default_rng(0).integers(0, 2, (TRAIN_BATCH, 1, size, size))
+    mg.manual_seed(0)
+    model = PixelCNN(**REFERENCE)
+    if framework == "minigen":
+        model.to(device)
+        x, opt = mg.tensor(images, device=device), optim.Adam(model.parameters(), lr=1e-3)
+    else:
+        model = TorchPixelCNN.from_minigen(model)
+        x, opt = torch.from_numpy(images), torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = model.loss(x)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def worker(kind: str, plan: dict, device: str) -> dict:
+    """All measurements of one kind ("sampling", or training in "minigen" or "torch"), in this process."""
+    results = {}
+    if kind == "sampling":
+        for name in MODELS:
+            for size in plan["sample_sizes"]:
+                print(f"sampling: {name} {size}x{size}", file=sys.stderr, flush=True)
+                results[f"{name} {size}x{size}"] = bench_sampling(name, size, plan, device)
+        return results
+    for size in plan["train_sizes"]:
+        print(f"training step: {kind} {size}x{size}", file=sys.stderr, flush=True)
+        step = training_step(kind, size, device)
+        first_loss = step()
+        timing = measure(step, repeats=plan["train_repeats"], warmup=1, device=device)
+        results[f"{size}x{size}"] = {"step": timing.median, "first_loss": first_loss}
+    return results
+
+
+def run(plan: dict, device: str) -> dict:
+    """Every worker in turn, each in a fresh process; the results as one dict (what --json writes)."""
+    def in_worker(kind: str, on: str = device) -> dict:
+        return in_fresh_process(__file__, "--worker", kind, "--plan", json.dumps(plan), "--device", on)
+
+    sampled = in_worker("sampling")
+    ours = in_worker("minigen")
+    theirs = in_worker("torch", "cpu") if torch is not None and device == "cpu" else None
+    sampling = {}
+    for name, (_, config) in MODELS.items():
+        sizes = {}
+        for size in plan["sample_sizes"]:
+            row = sampled[f"{name} {size}x{size}"]
+            sizes[f"{size}x{size}"] = {**row, "speedup": row["naive_s"] / row["cached_s"]}
+        sampling[name] = {"config": config, "parameters": parameter_count(name), "sizes": sizes}
+    training = {}
+    for size, row in ours.items():
+        twin = theirs[size] if theirs else None
+        training[size] = {"minigen_ms": row["step"] * 1e3, "torch_ms": twin["step"] * 1e3 if twin else None,
+                          "ratio": row["step"] / twin["step"] if twin else None,
+                          "minigen_first_loss": row["first_loss"],
+                          "torch_first_loss": twin["first_loss"] if twin else None}
+    return {**facts(device, torch.__version__ if theirs else None), "plan": plan,
+            "sample_batch": SAMPLE_BATCH, "train_batch": TRAIN_BATCH,
+            "sampling": sampling, "training": training}
+
+
+def markdown(result: dict) -> str:
+    """The two results tables, with the machine facts above them."""
+    plan = result["plan"]
+    lines = [facts_line(result), "",
+             f"Sampling {result['sample_batch']} images. Naive: one full forward pass per sub-pixel, "
+             f"one run; *extrapolated: the median of {plan['forward_repeats']} forward passes "
+             f"times their number, C*H*W. Cached: one pixel's worth of network per sub-pixel, "
+             f"median of n={plan['cached_repeats']}. Identical: the two samplers drew the same images.", "",
+             "| model | image | naive | cached | speed-up | identical |", "|---|---|---:|---:|---:|---|"]
+    for name, model in result["sampling"].items():
+        settings = ", ".join(f"{key}={value}" for key, value in model["config"].items())
+        for index, (size, row) in enumerate(model["sizes"].items()):
+            label = f"{name}({settings}), {model['parameters']:,} parameters" if index == 0 else ""
+            naive = f"{row['naive_s']:.2f} s" + ("*" if row["naive_extrapolated"] else "")
+            identical = {True: "yes", False: "no", None: "not compared"}[row["identical"]]
+            lines.append(f"| {label} | {size} | {naive} | {row['cached_s']:.3f} s "
+                         f"| {row['speedup']:.1f}x | {identical} |")
+    lines += ["", f"Training step of the reference PixelCNN: forward, backward and Adam on "
+              f"{result['train_batch']} binary images (median of n={plan['train_repeats']}). "
+              "Both start from the same weights; the first loss is in nats per image.", "",
+              "| image | minigen | PyTorch CPU | minigen / PyTorch | first loss, minigen / PyTorch |",
+              "|---|---:|---:|---:|---:|"]
+    for size, row in result["training"].items():
+        if row["torch_ms"] is None:
+            torch_ms = ratio = torch_loss = "-"
+        else:
+            torch_ms, ratio = f"{row['torch_ms']:.1f} ms", f"{row['ratio']:.2f}x"
+            torch_loss = f"{row['torch_first_loss']:.4f}"
+        lines.append(f"| {size} | {row['minigen_ms']:.1f} ms | {torch_ms} | {ratio} "
+                     f"| {row['minigen_first_loss']:.4f} / {torch_loss} |")
+    return "\n".join(lines)
+
+
+def check(result: dict) -> None:
+    """Fail (after the tables are out) if the samplers disagree or the two networks differ."""
+    different = [f"{name} {size}" for name, model in result["sampling"].items()
+                 for size, row in model["sizes"].items() if row["identical"] is False]
+    if different:
+        raise SystemExit(f"the cached sampler's images differ from the naive sampler's for {', '.join(different)}")
+    for size, row in result["training"].items():
+        ours, theirs = row["minigen_first_loss"], row["torch_first_loss"]
+        if theirs is not None and not np.isclose(ours, theirs, rtol=1e-4):
+            raise SystemExit(f"{size}: minigen's first loss {ours} differs from PyTorch's {theirs}: "
+                             "the two networks are not the same")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8x8 only, few repeats")
+    parser.add_argument("--full-naive", action="store_true",
+                        help="run the naive sampler in full at every size (and compare its images there)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--worker", choices=["sampling", "minigen", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--plan", type=json.loads, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.plan, args.device)))
+        return
+    plan = PLANS["quick" if args.quick else "full"]
+    if args.full_naive:
+        plan = {**plan, "naive_sizes": plan["sample_sizes"]}
+    result = run(plan, args.device)
+    print(markdown(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    check(result)
+
+
+if __name__ == "__main__":
+    main()
