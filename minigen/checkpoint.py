@@ -57,7 +57,7 @@ def save(state: dict, path) -> None:
     tree = _encode(state, "", arrays)
     meta = {"format": FORMAT, "version": VERSION, "sha256": _checksum(arrays), "tree": tree}
     entries = {**arrays, META_KEY: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
-    _write_atomically(os.fspath(path), lambda file: np.savez(file, **entries))
+    write_atomically(os.fspath(path), lambda file: np.savez(file, **entries))
 
 
 def _encode(node, path: str, arrays: dict) -> dict:
@@ -115,7 +115,7 @@ def _checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: str, write) -> None:
+def write_atomically(path: str, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     The data is flushed to disk (fsync) before the rename, and the rename is

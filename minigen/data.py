@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend
+from .checkpoint import write_atomically
 from .autograd import Tensor
 
 DIGITS_LEVELS = 17
@@ -204,20 +205,9 @@ def _check_sha256(data: bytes, name: str, where: str, fix: str) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once: a reader sees no file or the whole file.
-
-    The bytes go to a temporary file in the same folder, which then replaces
-    ``path`` in one step (``os.replace``); if anything fails, the temporary
-    file is removed and ``path`` is untouched.
-    """
+    """Write ``data`` to ``path`` all at once (see ``checkpoint.write_atomically``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{path.name}.{os.getpid()}.part")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_atomically(os.fspath(path), lambda file: file.write(data))
 
 
 def _fetch(url: str) -> bytes:

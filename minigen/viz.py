@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor
-from .checkpoint import _write_atomically
+from .checkpoint import write_atomically
 
 BORDER = 0.5  # the grey between the images of a grid
 MIN_SIZE = 32  # save_grid enlarges images smaller than this (pixels) to be visible
@@ -78,6 +78,6 @@ def save_grid(images, levels: int | None, path, nrow: int | None = None,
     pixels = grid[:, :, 0] if grid.shape[2] == 1 else grid
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _write_atomically(path, lambda file: matplotlib.image.imsave(file, pixels, cmap="gray", vmin=0, vmax=1,
+    write_atomically(path, lambda file: matplotlib.image.imsave(file, pixels, cmap="gray", vmin=0, vmax=1,
                                                                    format="png"))
     return grid
