@@ -44,3 +44,11 @@ def facts_line(result: dict) -> str:
     """The sentence above a results table, from the keys :func:`facts` wrote."""
     return (f"Machine: {result['machine']}; device {result['device']}; {result['date']}; "
             f"NumPy {result['numpy']}; PyTorch {result['torch'] or 'not installed'}.")
+
+
+def publish(result: dict, table: str, json_path: str | None) -> None:
+    """Print the Markdown table; also write ``result`` as JSON when a path is given."""
+    print(table)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)

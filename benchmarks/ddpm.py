@@ -13,12 +13,13 @@ many real images score.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from minigen import backend
 from minigen.metrics import sample_quality
 from minigen.train import TrainConfig, train
+
+from _common import publish  # benchmarks/_common.py, beside this script
 
 SAMPLERS = [("ddpm", None)] + [("ddim", s) for s in (10, 20, 50, 100)]
 
@@ -79,10 +80,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     result = run(args.steps, args.n, args.device)
-    print(markdown(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    publish(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from minigen import optim
 from minigen.bench import measure
 from minigen.models.classifier import DigitClassifier
 
-from _common import facts, facts_line, in_fresh_process  # benchmarks/_common.py, beside this script
+from _common import facts, facts_line, in_fresh_process, publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
@@ -232,10 +232,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.device)))
         return
     result = run(args.device)
-    print(markdown(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    publish(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from minigen import optim
 from minigen.bench import measure
 from minigen.models.pixelcnn import GatedPixelCNN, PixelCNN, causal_mask, channel_groups
 
-from _common import facts, facts_line, in_fresh_process  # benchmarks/_common.py, beside this script
+from _common import facts, facts_line, in_fresh_process, publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
@@ -299,10 +299,7 @@ def main() -> None:
     if args.full_naive:
         plan = {**plan, "naive_sizes": plan["sample_sizes"]}
     result = run(plan, args.device)
-    print(markdown(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    publish(result, markdown(result), args.json)
     check(result)
 
 
