@@ -361,3 +361,20 @@ def test_quadratic_spacing_packs_steps_near_the_data():
     assert gaps[0] < gaps[-1]
     with pytest.raises(ValueError, match="spacing must be 'uniform' or 'quadratic'"):
         ddim_timesteps(1000, 20, "cubic")
+
+
+def test_same_results_on_every_device(device):
+    """Training step, sampling and the bound run on ``device`` and match the CPU."""
+    model = tiny(num_classes=2)
+    x = np.random.default_rng(0).integers(0, 3, (4, 1, 4, 4))
+    labels = [0, 1, 1, 0]
+    expected = model.generate(4, labels=labels, sampler="ddim", steps=5, seed=3).numpy()
+    bound = model.nll_bound(x, labels, timesteps=3).numpy()
+    model.to(device)
+    got = model.generate(4, labels=labels, sampler="ddim", steps=5, seed=3, device=device).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(model.nll_bound(mg.tensor(x, device=device), labels, timesteps=3).numpy(),
+                               bound, rtol=1e-3)
+    loss = model.loss(mg.tensor(x, device=device), mg.tensor(np.array(labels), device=device))
+    loss.backward()
+    assert all(p.grad is not None and p.device == device for p in model.parameters())

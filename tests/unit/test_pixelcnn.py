@@ -191,3 +191,20 @@ def test_pixelcnn_beats_independent_pixels_on_binarized_digits():
         nll = -model.log_prob(test.images).numpy().mean()
     baseline = independent_pixel_nll(train, test)
     assert nll < baseline - 5.0, f"PixelCNN {nll:.2f} vs independent pixels {baseline:.2f} nats/image"
+
+
+@pytest.mark.parametrize("family", SMALL)
+def test_same_results_on_every_device(family, device):
+    """The same model on ``device`` gives the CPU's log-likelihoods and samples."""
+    model = SMALL[family](levels=3, num_classes=2)
+    x = np.random.default_rng(0).integers(0, 3, (4, 1, 3, 3))
+    labels = np.array([0, 1, 1, 0])
+    with mg.no_grad():
+        expected = model.log_prob(x, mg.tensor(labels)).numpy()
+    cpu_samples = model.sample(4, size=(3, 3), labels=labels, seed=3, cached=True)
+    model.to(device)
+    with mg.no_grad():
+        got = model.log_prob(mg.tensor(x, device=device), mg.tensor(labels, device=device)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    samples = model.sample(4, size=(3, 3), labels=labels, seed=3, cached=True, device=device)
+    np.testing.assert_array_equal(mg.backend.to_device(samples, "cpu"), cpu_samples)
