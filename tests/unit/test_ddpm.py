@@ -9,7 +9,7 @@ import pytest
 import minigen as mg
 from minigen import nn, optim
 from minigen.autograd import Tensor
-from minigen.data import batches
+from minigen.data import batches, load_digits
 from minigen.models.ddpm import (
     DDPM, SCHEDULES, Schedule, ddim_timesteps, eps_from_x0, gaussian_kl, posterior_mean, q_sample, x0_from_eps)
 
@@ -378,3 +378,12 @@ def test_same_results_on_every_device(device):
     loss = model.loss(mg.tensor(x, device=device), mg.tensor(np.array(labels), device=device))
     loss.backward()
     assert all(p.grad is not None and p.device == device for p in model.parameters())
+
+
+def test_training_on_digits_lowers_the_loss():
+    mg.manual_seed(0)
+    digits = load_digits("train")
+    model = DDPM(channels=1, levels=17, image_size=8, T=100, schedule="cosine", base_channels=8,
+                 channel_mults=(1,), groups=4)
+    losses = fit(model, digits.images, steps=60)
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-10:])
