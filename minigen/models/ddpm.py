@@ -33,6 +33,7 @@ from .. import functional as F
 from .. import nn
 from ..autograd import Tensor, no_grad
 from ..ops import where
+from .unet import UNet
 
 MAX_BETA = 0.999  # beta clipped here: beta near 1 makes the reverse step singular
 
@@ -220,8 +221,6 @@ class DDPM(nn.Module):
                  num_classes: int | None = None, p_uncond: float = 0.1, base_channels: int = 32,
                  channel_mults=(1, 2), num_res_blocks: int = 1, groups: int = 8):
         super().__init__()
-        from .unet import UNet
-
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if variance not in VARIANCES:

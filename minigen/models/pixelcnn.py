@@ -132,6 +132,7 @@ class CachedPlace:
     def __init__(self, height: int, width: int):
         self.height, self.width = height, width
         self.caches: dict = {}
+        self.weights: dict = {}  # each conv's masked weight, computed once per sampling run
         self.row, self.col = 0, None  # col None: the whole row
         self.vertical_row = None  # per-row results a model keeps (the gated vertical stack)
 
@@ -156,14 +157,20 @@ class CachedPlace:
             cache[:, :, self.row + ph, self.col + pw] = inputs.data
         return cache
 
+    def _weight(self, conv: MaskedConv2d):
+        if id(conv) not in self.weights:
+            self.weights[id(conv)] = conv.masked_weight()
+        return self.weights[id(conv)]
+
     def __call__(self, conv: MaskedConv2d, inputs):
         cache = Tensor(self._cache(conv, inputs))
         kh, kw = conv.kernel_size
+        weight = self._weight(conv)
         strip = cache[:, :, self.row:self.row + kh]
         if self.col is None:  # a whole row: (N, out, W)
-            return F.conv2d(strip, conv.masked_weight(), conv.bias)[:, :, 0]
+            return F.conv2d(strip, weight, conv.bias)[:, :, 0]
         window = strip[:, :, :, self.col:self.col + kw].reshape(cache.shape[0], -1)
-        return F.linear(window, conv.masked_weight().reshape(conv.out_channels, -1), conv.bias)
+        return F.linear(window, weight.reshape(conv.out_channels, -1), conv.bias)
 
 
 def _per_channel(values, like):
