@@ -88,8 +88,10 @@ class Conv2d(Function):
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
         ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-        padded = xp.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=x.dtype)
-        padded[:, ph : ph + h, pw : pw + wd] = x.transpose(0, 2, 3, 1)
+        padded = x.transpose(0, 2, 3, 1)  # NHWC: a view, free when x is itself NHWC in memory
+        if ph or pw:
+            padded = xp.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=x.dtype)
+            padded[:, ph : ph + h, pw : pw + wd] = x.transpose(0, 2, 3, 1)
         s_n, s_h, s_w, s_c = padded.strides
         windows = xp.lib.stride_tricks.as_strided(
             padded, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c)
@@ -100,7 +102,9 @@ class Conv2d(Function):
             out += b
         self.x_shape, self.w = x.shape, w
         self.cols = cols if self.needs_input_grad[1] else None
-        return xp.ascontiguousarray(out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))
+        # An NCHW view of NHWC memory: the next convolution reads it as NHWC without a copy,
+        # and elementwise ops in between keep that memory order.
+        return out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
 
     def backward(self, grad):
         o = grad.shape[1]
