@@ -332,7 +332,8 @@ class DDPM(nn.Module):
                eta: float = 0.0, spacing: str = "uniform", clip: bool = True, seed: int = 0,
                device: str | None = None, progress: bool = False, on_step=None):
         """Draw ``n`` images as integer levels, (n, C, H, W). See :meth:`generate`."""
-        x = self.generate(n, labels, guidance, sampler, steps, eta, spacing, clip, seed, device, progress, on_step)
+        x = self.generate(n, labels=labels, guidance=guidance, sampler=sampler, steps=steps, eta=eta,
+                          spacing=spacing, clip=clip, seed=seed, device=device, progress=progress, on_step=on_step)
         return self.unscale(x)
 
     def generate(self, n: int, labels=None, guidance: float = 1.0, sampler: str = "ddpm", steps: int | None = None,

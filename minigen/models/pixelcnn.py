@@ -267,8 +267,8 @@ class AutoregressiveImageModel(nn.Module):
         uniform = xp.asarray(np.random.default_rng(seed).random((n, self.channels, height, width)))
         if labels is not None:
             labels = Tensor(xp.asarray(np.asarray(labels, dtype=np.int64).reshape(n)))
-        self._check_input(Tensor(xp.zeros((n, self.channels, height, width), dtype=np.int64)), labels)
         x = xp.zeros((n, self.channels, height, width), dtype=np.int64)
+        self._check_input(x, labels)
         was_training = self.training
         self.eval()
         steps = tqdm(total=height * width * self.channels, desc="sampling", disable=not progress)
