@@ -253,11 +253,14 @@ class AutoregressiveImageModel(nn.Module):
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n: int, size=(8, 8), labels=None, temperature: float = 1.0,
-               cached: bool = False, seed: int = 0, device: str | None = None, progress: bool = False):
+               cached: bool = False, seed: int = 0, device: str | None = None, progress: bool = False,
+               on_step=None):
         """Draw ``n`` images of ``size`` = (H, W) as integer levels, (n, C, H, W).
 
         ``temperature`` divides the logits (below 1: sharper, above 1: flatter).
         ``cached=True`` gives the same images, much faster.
+        ``on_step(c, i, j, x)`` is called after every sub-pixel is drawn, with the
+        images so far (for figures, and for timing a prefix of the loop).
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -271,31 +274,39 @@ class AutoregressiveImageModel(nn.Module):
         self._check_input(x, labels)
         was_training = self.training
         self.eval()
-        steps = tqdm(total=height * width * self.channels, desc="sampling", disable=not progress)
-        with no_grad():
-            sampler = self._sample_cached if cached else self._sample_naive
-            sampler(x, labels, uniform, temperature, steps)
-        steps.close()
-        self.train(was_training)
+        bar = tqdm(total=height * width * self.channels, desc="sampling", disable=not progress)
+
+        def drawn(c, i, j):
+            bar.update(1)
+            if on_step is not None:
+                on_step(c, i, j, x)
+
+        try:
+            with no_grad():
+                sampler = self._sample_cached if cached else self._sample_naive
+                sampler(x, labels, uniform, temperature, drawn)
+        finally:
+            bar.close()
+            self.train(was_training)
         return x
 
     def _device(self) -> str:
         return next(iter(self.parameters())).device
 
-    def _draw(self, x, logits_c, uniform, temperature, c, i, j, steps):
+    def _draw(self, x, logits_c, uniform, temperature, c, i, j, drawn):
         x[:, c, i, j] = _sample_levels(logits_c / temperature, uniform[:, c, i, j])
-        steps.update(1)
+        drawn(c, i, j)
 
-    def _sample_naive(self, x, labels, uniform, temperature, steps):
+    def _sample_naive(self, x, labels, uniform, temperature, drawn):
         """The textbook loop: one full forward pass per sub-pixel."""
         _, channels, height, width = x.shape
         for i in range(height):
             for j in range(width):
                 for c in range(channels):
                     logits = self(x, labels)[:, :, c, i, j]
-                    self._draw(x, logits, uniform, temperature, c, i, j, steps)
+                    self._draw(x, logits, uniform, temperature, c, i, j, drawn)
 
-    def _sample_cached(self, x, labels, uniform, temperature, steps):
+    def _sample_cached(self, x, labels, uniform, temperature, drawn):
         """One pixel's worth of network per sub-pixel, reusing cached activations."""
         _, channels, height, width = x.shape
         place = CachedPlace(height, width)
@@ -305,7 +316,7 @@ class AutoregressiveImageModel(nn.Module):
                 for c in range(channels):
                     logits = self._logits(self._scale(x), labels, place.at(i, j))
                     logits = logits.reshape(x.shape[0], channels, self.levels)[:, c]
-                    self._draw(x, logits, uniform, temperature, c, i, j, steps)
+                    self._draw(x, logits, uniform, temperature, c, i, j, drawn)
 
     def _start_row(self, x, labels, place):
         """Work done once per row before its pixels (the gated model's vertical stack)."""
