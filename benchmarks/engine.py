@@ -22,10 +22,10 @@ import minigen as mg
 from minigen import backend
 from minigen import functional as F
 from minigen import optim
-from minigen.bench import measure
+from minigen.bench import facts_line, machine_facts, measure, run_in_fresh_process
 from minigen.models.classifier import DigitClassifier
 
-from _common import facts, facts_line, in_fresh_process, publish  # benchmarks/_common.py, beside this script
+from _common import publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
@@ -186,8 +186,8 @@ ROWS = {"conv": "conv2d fwd+bwd (64x64x28x28, 3x3)",
 
 
 def run(device: str) -> dict:
-    ours = in_fresh_process(__file__, "--worker", "minigen", "--device", device)
-    theirs = (in_fresh_process(__file__, "--worker", "torch", "--device", "cpu")
+    ours = run_in_fresh_process(__file__, "--worker", "minigen", "--device", device)
+    theirs = (run_in_fresh_process(__file__, "--worker", "torch", "--device", "cpu")
               if torch is not None and device == "cpu" else None)
     rows = {}
     for key, name in ROWS.items():
@@ -195,7 +195,7 @@ def run(device: str) -> dict:
         rows[name] = {"minigen_ms": ours[key] * 1e3, "torch_ms": theirs[key] * 1e3 if theirs else None,
                       "ratio": ratio}
     return {
-        **facts(device, torch.__version__ if theirs else None),
+        **machine_facts([device], torch.__version__ if theirs else None),
         "rows": rows,
         "peak_memory_mib": {"minigen": ours["memory"], "torch": theirs["memory"] if theirs else None},
         "conv_gflops": conv_flops() / ours["conv"] / 1e9,

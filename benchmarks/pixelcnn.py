@@ -28,13 +28,14 @@ import numpy as np
 
 import minigen as mg
 from minigen import optim
-from minigen.bench import measure
-from minigen.models.pixelcnn import GatedPixelCNN, PixelCNN, causal_mask, channel_groups
+from minigen.bench import facts_line, machine_facts, measure, run_in_fresh_process
+from minigen.models.pixelcnn import GatedPixelCNN, PixelCNN
 
-from _common import facts, facts_line, in_fresh_process, publish  # benchmarks/_common.py, beside this script
+from _common import publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
+    from minigen.twins import TorchPixelCNN
 except ImportError:  # the bench extra is optional
     torch = None
 
@@ -55,74 +56,6 @@ PLANS = {
 """What a run measures. The naive sampler runs in full once at each of
 ``naive_sizes`` (even at 8x8 one run is 64 forward passes); at other sizes
 its time is extrapolated from the median of ``forward_repeats`` forward passes."""
-
-# ----------------------------------------------------------------------------
-# The reference PixelCNN in PyTorch, layer for layer
-
-
-if torch is not None:
-
-    class TorchMaskedConv2d(torch.nn.Conv2d):
-        """minigen's MaskedConv2d: the weight times a fixed 0/1 mask, "same" padding."""
-
-        def __init__(self, mask: np.ndarray):
-            out_channels, in_channels, kh, kw = mask.shape
-            super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2))
-            self.register_buffer("mask", torch.from_numpy(mask))
-
-        def forward(self, x):
-            return torch.nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
-
-    class TorchResidualBlock(torch.nn.Module):
-        """ReLU -> 1x1 (h -> h/2) -> ReLU -> k x k -> ReLU -> 1x1 (h/2 -> h), added to the input; mask B."""
-
-        def __init__(self, hidden: int, colors: int, kernel_size: int):
-            super().__init__()
-            full, half = channel_groups(hidden, colors), channel_groups(hidden // 2, colors)
-            self.reduce = TorchMaskedConv2d(causal_mask(half, full, 1, "B"))
-            self.conv = TorchMaskedConv2d(causal_mask(half, half, kernel_size, "B"))
-            self.expand = TorchMaskedConv2d(causal_mask(full, half, 1, "B"))
-
-        def forward(self, h):
-            relu = torch.relu
-            return h + self.expand(relu(self.conv(relu(self.reduce(relu(h))))))
-
-    class TorchPixelCNN(torch.nn.Module):
-        """minigen's PixelCNN (without classes) in PyTorch: the same masks, layer
-        sizes and parameter names, so minigen's ``state_dict`` loads into it."""
-
-        def __init__(self, channels: int, levels: int, hidden: int, blocks: int,
-                     first_kernel: int = 7, kernel_size: int = 3):
-            super().__init__()
-            self.channels, self.levels = channels, levels
-            image, full = channel_groups(channels, channels), channel_groups(hidden, channels)
-            out = channel_groups(channels * levels, channels)
-            self.input = TorchMaskedConv2d(causal_mask(full, image, first_kernel, "A"))
-            self.blocks = torch.nn.ModuleList(TorchResidualBlock(hidden, channels, kernel_size)
-                                              for _ in range(blocks))
-            self.head1 = TorchMaskedConv2d(causal_mask(full, full, 1, "B"))
-            self.head2 = TorchMaskedConv2d(causal_mask(out, full, 1, "B"))
-
-        @classmethod
-        def from_minigen(cls, model: PixelCNN) -> "TorchPixelCNN":
-            """The same network with the same weights as a minigen PixelCNN built from REFERENCE."""
-            twin = cls(**REFERENCE)
-            twin.load_state_dict({name: torch.from_numpy(array) for name, array in model.state_dict().items()})
-            return twin
-
-        def forward(self, x):
-            """Logits (N, K, C, H, W) for integer images x (N, C, H, W), as minigen's forward."""
-            h = self.input(x.float() * (2.0 / (self.levels - 1)) - 1.0)
-            for block in self.blocks:
-                h = block(h)
-            logits = self.head2(torch.relu(self.head1(torch.relu(h))))
-            n, _, height, width = logits.shape
-            return logits.reshape(n, self.channels, self.levels, height, width).transpose(1, 2)
-
-        def loss(self, x):
-            """Mean negative log-likelihood in nats per image, as minigen's ``loss``."""
-            return torch.nn.functional.cross_entropy(self(x), x, reduction="sum") / x.shape[0]
-
 
 # ----------------------------------------------------------------------------
 # Measurements (each worker runs in a fresh process)
@@ -212,7 +145,7 @@ def worker(kind: str, plan: dict, device: str) -> dict:
 def run(plan: dict, device: str) -> dict:
     """Every worker in turn, each in a fresh process; the results as one dict (what --json writes)."""
     def in_worker(kind: str, on: str = device) -> dict:
-        return in_fresh_process(__file__, "--worker", kind, "--plan", json.dumps(plan), "--device", on)
+        return run_in_fresh_process(__file__, "--worker", kind, "--plan", json.dumps(plan), "--device", on)
 
     sampled = in_worker("sampling")
     ours = in_worker("minigen")
@@ -231,7 +164,7 @@ def run(plan: dict, device: str) -> dict:
                           "ratio": row["step"] / twin["step"] if twin else None,
                           "minigen_first_loss": row["first_loss"],
                           "torch_first_loss": twin["first_loss"] if twin else None}
-    return {**facts(device, torch.__version__ if theirs else None), "plan": plan,
+    return {**machine_facts([device], torch.__version__ if theirs else None), "plan": plan,
             "sample_batch": SAMPLE_BATCH, "train_batch": TRAIN_BATCH,
             "sampling": sampling, "training": training}
 

@@ -9,12 +9,18 @@ calls, each closed by :func:`minigen.synchronize`, and reports the median
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import backend
+from .nn import Conv2d, Linear
 
 
 @dataclass(frozen=True)
@@ -49,3 +55,156 @@ def measure(fn, repeats: int = 20, warmup: int = 3, device: str = "cpu",
         times.append(clock() - start)
     q25, median, q75 = np.percentile(times, [25, 50, 75])
     return Timing(float(median), float(q25), float(q75), repeats)
+
+
+# ----------------------------------------------------------------------------
+# Long sequential loops: time a prefix, extrapolate the rest
+
+
+class StopTiming(Exception):
+    """Raised from a sampler's ``on_step`` to end a timed prefix early."""
+
+
+@dataclass(frozen=True)
+class SequentialTiming:
+    """Seconds for a whole loop of ``total_steps`` sequential steps.
+
+    ``extrapolated`` is True when only the first ``steps_timed`` steps ran (the
+    time cap was reached) and ``seconds`` = their time x total / timed.
+    ``runs`` full runs were timed otherwise (``seconds`` is their median).
+    """
+
+    seconds: float
+    total_steps: int
+    steps_timed: int
+    extrapolated: bool
+    runs: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_sequential(run, total_steps: int, cap: float, device: str = "cpu", repeats: int = 3,
+                    warmup_steps: int = 2, clock=time.perf_counter, sync=backend.synchronize) -> SequentialTiming:
+    """Time ``run(on_step)``, a loop of ``total_steps`` steps that calls ``on_step()`` after each.
+
+    First a warm-up prefix of ``warmup_steps`` steps (allocation, cached weights),
+    untimed. Then whole runs, up to ``repeats`` of them while the time spent
+    stays under ``cap`` seconds. A run that passes ``cap`` is stopped at the
+    next step and its time extrapolated linearly: the steps of a sampling loop
+    (a network evaluation each) cost the same, so a measured prefix predicts the
+    whole. The device is synchronised before every clock reading.
+    """
+    if total_steps < 1 or cap <= 0 or repeats < 1:
+        raise ValueError(f"time_sequential: need total_steps >= 1, cap > 0 and repeats >= 1, "
+                         f"got {total_steps}, {cap} and {repeats}")
+    _run_prefix(run, lambda done: done >= warmup_steps)
+    sync(device)
+    times, started = [], clock()
+    while len(times) < repeats and (not times or clock() - started < cap / 2):
+        start = clock()
+
+        def over_cap(done):
+            sync(device)
+            return clock() - start > cap
+
+        done = _run_prefix(run, over_cap)
+        sync(device)
+        elapsed = clock() - start
+        if done < total_steps:
+            return SequentialTiming(elapsed * total_steps / done, total_steps, done, True, 1)
+        times.append(elapsed)
+    return SequentialTiming(float(np.median(times)), total_steps, total_steps, False, len(times))
+
+
+def _run_prefix(run, should_stop) -> int:
+    """Run ``run(on_step)`` until it ends or ``should_stop(steps done)``; return the steps done."""
+    done = 0
+
+    def on_step(*_):
+        nonlocal done
+        done += 1
+        if should_stop(done):
+            raise StopTiming
+
+    try:
+        run(on_step)
+    except StopTiming:
+        pass
+    return done
+
+
+# ----------------------------------------------------------------------------
+# Work per network evaluation, and where two cost curves cross
+
+
+def count_flops(model, *inputs) -> int:
+    """Floating-point operations of one call ``model(*inputs)``, counted over its
+    convolutions and linear layers (2 per multiply-add; masked weights count, as
+    dense kernels compute them; normalisations and activations are left out).
+    """
+    total = 0
+
+    def counted(layer):
+        forward = layer.forward
+
+        def wrapper(x, *rest, **kwargs):
+            nonlocal total
+            out = forward(x, *rest, **kwargs)
+            per_output = layer.weight.size // layer.weight.shape[0]  # in * kh * kw, or in
+            total += 2 * per_output * out.size
+            return out
+        return wrapper
+
+    layers = [m for m in model.modules() if isinstance(m, (Conv2d, Linear))]
+    for layer in layers:
+        object.__setattr__(layer, "forward", counted(layer))
+    try:
+        model(*inputs)
+    finally:
+        for layer in layers:
+            del layer.__dict__["forward"]
+    return total
+
+
+def crossover(sizes, slower_first, faster_later):
+    """Where ``faster_later`` becomes cheaper than ``slower_first``, on log-log axes.
+
+    ``sizes`` increase; the two sequences are costs at those sizes. Returns the
+    size where the cost ratio crosses 1 (interpolating log ratio linearly in
+    log size), ``sizes[0]`` if ``faster_later`` is already cheaper there, or
+    None if it never becomes cheaper within ``sizes``.
+    """
+    log_ratio = np.log(np.asarray(faster_later, dtype=float) / np.asarray(slower_first, dtype=float))
+    if log_ratio[0] < 0:
+        return float(sizes[0])
+    for k in range(1, len(sizes)):
+        if log_ratio[k] < 0:
+            a, b = np.log(sizes[k - 1]), np.log(sizes[k])
+            fraction = log_ratio[k - 1] / (log_ratio[k - 1] - log_ratio[k])
+            return float(np.exp(a + fraction * (b - a)))
+    return None
+
+
+def run_in_fresh_process(*argv: str) -> dict:
+    """Run ``python *argv`` in a new interpreter; return the JSON of its last stdout line.
+
+    One process per library keeps one library's thread pool from competing
+    with another's for the cores. The worker's stderr passes through.
+    """
+    out = subprocess.run([sys.executable, *argv], stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine_facts(devices, torch_version: str | None = None) -> dict:
+    """Machine, devices, date and library versions: the first keys of every benchmark result."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"machine": f"{platform.machine()}, {cores} cores", "devices": list(devices),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "numpy": np.__version__,
+            "torch": torch_version}
+
+
+def facts_line(result: dict) -> str:
+    """The sentence above a results table, from the keys :func:`machine_facts` wrote."""
+    return (f"Machine: {result['machine']}; devices {', '.join(result['devices'])}; {result['date']}; "
+            f"NumPy {result['numpy']}; PyTorch {result['torch'] or 'not installed'}.")

@@ -5,6 +5,8 @@
     minigen train pixelcnn --data digits --steps 4000 --checkpoint run.npz --resume
     minigen sample --checkpoint run.npz --n 64 --out grid.png
     minigen classify                                # the conv-net digit classifier
+    minigen bench --quick                           # sampling/training time, PixelCNN vs DDPM/DDIM
+    minigen book export --execute notebooks/        # the book's chapters as .ipynb files
 
 Mistakes in the input (a missing file, settings that do not fit) print
 ``minigen: <what is wrong and what to do>`` and exit with status 2.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from . import backend, book, timing
 from .data import load_digits
 from .models.classifier import accuracy, train_classifier
 from .models.ddpm import DDPM, SCHEDULES
@@ -316,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--epochs", type=_positive(int), default=15,
                           help="passes over the training set (default 15)")
     classify.set_defaults(run=_classify)
+    book.add_command(commands)
+    timing.add_command(commands)
     return parser
 
 

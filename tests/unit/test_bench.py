@@ -2,7 +2,9 @@
 
 import pytest
 
-from minigen.bench import measure
+import minigen as mg
+from minigen import nn
+from minigen.bench import count_flops, crossover, measure, time_sequential
 
 
 class FakeClock:
@@ -33,3 +35,80 @@ def test_warmup_is_excluded_and_median_is_right():
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="repeats >= 1"):
         measure(lambda: None, repeats=0)
+
+
+# ----------------------------------------------------------------------------
+# time_sequential: a prefix of a long loop, timed and extrapolated
+
+
+def loop_of(clock, step_seconds):
+    """run(on_step) for a loop whose k-th step takes step_seconds[k] on the fake clock."""
+    def run(on_step):
+        for seconds in step_seconds:
+            clock.now += seconds
+            on_step()
+    return run
+
+
+def test_time_sequential_extrapolates_a_prefix_past_the_cap():
+    clock = FakeClock([])
+    syncs = []
+    run = loop_of(clock, [1.0] * 100)  # 100 steps of 1 s; the cap stops it after 11 s
+    timing = time_sequential(run, total_steps=100, cap=10.5, device="cuda", warmup_steps=2,
+                             clock=clock, sync=syncs.append)
+    assert timing.extrapolated and timing.runs == 1
+    assert timing.steps_timed == 11
+    assert timing.seconds == pytest.approx(11.0 * 100 / 11)
+    assert set(syncs) == {"cuda"} and len(syncs) >= 12, "synchronised before every clock reading"
+
+
+def test_time_sequential_excludes_warmup_and_takes_the_median_of_whole_runs():
+    clock = FakeClock([])
+    runs = iter([[50.0] * 2, [1.0] * 4, [3.0] * 4, [2.0] * 4])  # warm-up prefix, then three runs
+
+    def run(on_step):
+        loop_of(clock, next(runs))(on_step)
+
+    timing = time_sequential(run, total_steps=4, cap=1000.0, repeats=3, warmup_steps=2,
+                             clock=clock, sync=lambda device: None)
+    assert not timing.extrapolated
+    assert timing.runs == 3 and timing.steps_timed == 4
+    assert timing.seconds == 8.0, "median of 4, 12 and 8 s; the 100 s warm-up is not counted"
+
+
+def test_time_sequential_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="total_steps >= 1"):
+        time_sequential(lambda on_step: None, total_steps=0, cap=1.0)
+    with pytest.raises(ValueError, match="cap > 0"):
+        time_sequential(lambda on_step: None, total_steps=3, cap=0)
+
+
+# ----------------------------------------------------------------------------
+# count_flops and crossover
+
+
+def test_count_flops_counts_convolutions_and_linear_layers_exactly():
+    mg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 5 * 5, 10))
+    x = mg.zeros(2, 3, 5, 5)
+    conv = 2 * (3 * 3 * 3) * (2 * 8 * 5 * 5)
+    linear = 2 * (8 * 5 * 5) * (2 * 10)
+    assert count_flops(model, x) == conv + linear
+    assert all("forward" not in layer.__dict__ for layer in model.modules()), "the counters are removed"
+    assert model(x).shape == (2, 10)
+
+
+def test_count_flops_removes_its_counters_when_the_model_raises():
+    layer = nn.Linear(4, 2)
+    with pytest.raises(ValueError):
+        count_flops(layer, mg.zeros(1, 3))
+    assert "forward" not in layer.__dict__
+
+
+def test_crossover_of_two_power_laws_is_exact():
+    pixels = [10, 100, 10_000]
+    autoregressive = [1e-3 * p for p in pixels]  # grows linearly
+    diffusion = [1.0, 1.0, 1.0]  # flat: cheaper from p = 1000 on
+    assert crossover(pixels, autoregressive, diffusion) == pytest.approx(1000.0)
+    assert crossover(pixels, autoregressive, [1e-9] * 3) == 10.0, "already cheaper at the smallest size"
+    assert crossover(pixels, autoregressive, [1e9] * 3) is None, "never cheaper"

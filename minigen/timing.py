@@ -1,0 +1,424 @@
+"""``minigen bench``: how long autoregressive and diffusion models take to sample and train, measured.
+
+    minigen bench --quick                # a smoke run, under a minute on a 2-core CPU
+    minigen bench --out results/         # the full run behind the README's timing tables
+
+The question is not "which is faster" but "how many sequential network
+evaluations does each sampler make, and what does one cost":
+
+- PixelCNN, naive: one full-image evaluation per sub-pixel, C*H*W of them;
+- PixelCNN, cached: C*H*W evaluations of one pixel's worth of network each;
+- DDPM: T full-image evaluations (T = 1000); DDIM: S of them (S = 10..100).
+
+Both networks have about the same number of parameters, and the tables give
+the floating-point operations of one full-image evaluation of each. Where a
+run would pass the time cap, a measured prefix of its sequential steps is timed
+and extrapolated (marked ``*``). Training steps are timed too, beside the same
+networks in PyTorch when the ``bench`` extra is installed (in a fresh process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import backend, optim
+from . import functional as F
+from .autograd import Tensor
+from .bench import count_flops, crossover, facts_line, machine_facts, measure, run_in_fresh_process, time_sequential
+from .checkpoint import write_atomically
+from .creation import tensor
+from .models.ddpm import DDPM, Schedule, q_sample
+from .models.pixelcnn import PixelCNN
+
+PIXELCNN = dict(levels=16, hidden=84, blocks=5)
+"""The autoregressive network: 16 grey levels, about as many parameters as the U-Net."""
+UNET = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, groups=8)
+"""The diffusion network (the demo's U-Net)."""
+T = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures."""
+
+    sizes: tuple = (8, 16, 32, 64)
+    channels: tuple = (1, 3)
+    batch: int = 16
+    ddim_steps: tuple = (10, 50, 100)
+    cap: float = 10.0
+    train_sizes: tuple = (16, 32)
+    train_batch: int = 32
+    train_repeats: int = 5
+
+
+PLANS = {"full": Plan(),
+         "quick": Plan(sizes=(8, 16), channels=(1,), batch=4, ddim_steps=(10,), cap=1.0,
+                       train_sizes=(8,), train_batch=8, train_repeats=2)}
+
+
+# ----------------------------------------------------------------------------
+# The networks and their samplers
+
+
+def pixelcnn(channels: int, device: str) -> PixelCNN:
+    backend.manual_seed(0)
+    return PixelCNN(channels=channels, **PIXELCNN).to(device)
+
+
+def ddpm(channels: int, size: int, device: str) -> DDPM:
+    backend.manual_seed(0)
+    settings = {**UNET, "channel_mults": list(UNET["channel_mults"])}
+    return DDPM(channels=channels, image_size=size, T=T, schedule="cosine", **settings).to(device)
+
+
+def samplers(plan: Plan) -> dict:
+    """Method name -> (family, sampling settings)."""
+    methods = {"pixelcnn naive": ("pixelcnn", dict(cached=False)),
+               "pixelcnn cached": ("pixelcnn", dict(cached=True)),
+               f"ddpm T={T}": ("ddpm", dict(sampler="ddpm"))}
+    methods.update({f"ddim S={s}": ("ddpm", dict(sampler="ddim", steps=s)) for s in plan.ddim_steps})
+    return methods
+
+
+def sequential_evaluations(family: str, settings: dict, channels: int, size: int) -> int:
+    """Network evaluations that must run one after another to draw one batch."""
+    if family == "pixelcnn":
+        return channels * size * size
+    return settings.get("steps") or T
+
+
+def sampling_run(model, family: str, settings: dict, batch: int, size: int, device: str):
+    """``run(on_step)``: draw one batch, calling ``on_step`` after every sequential step."""
+    if family == "pixelcnn":
+        return lambda on_step: model.sample(batch, (size, size), seed=0, device=device, on_step=on_step, **settings)
+    return lambda on_step: model.generate(batch, seed=0, device=device, on_step=on_step, **settings)
+
+
+def flops_per_image(model, family: str, channels: int, size: int, device: str) -> int:
+    """FLOPs of one full-image network evaluation, per image."""
+    if family == "pixelcnn":
+        x = backend.xp_for(device).zeros((1, channels, size, size), dtype=np.int64)
+        return count_flops(model, Tensor(x))
+    x = backend.xp_for(device).zeros((1, channels, size, size), dtype=np.float32)
+    return count_flops(model.net, Tensor(x), Tensor(backend.xp_for(device).zeros((1,), dtype=np.int64)))
+
+
+def bench_sampling(plan: Plan, device: str) -> tuple[list, list]:
+    """Every sampler at every size and channel count: (timing rows, network rows)."""
+    methods = samplers(plan)
+    rows, networks = [], []
+    jobs = [(c, s) for c in plan.channels for s in plan.sizes]
+    bar = tqdm(total=len(jobs) * len(methods), desc=f"sampling on {device}", unit="run")
+    for channels, size in jobs:
+        models = {"pixelcnn": pixelcnn(channels, device), "ddpm": ddpm(channels, size, device)}
+        networks.append({"device": device, "channels": channels, "size": size,
+                         **{f"{family}_{what}": value for family, model in models.items()
+                            for what, value in (("parameters", model.num_parameters()),
+                                                ("flops", flops_per_image(model, family, channels, size, device)))}})
+        for name, (family, settings) in methods.items():
+            bar.set_postfix_str(f"{name}, {channels}x{size}x{size}")
+            run = sampling_run(models[family], family, settings, plan.batch, size, device)
+            evaluations = sequential_evaluations(family, settings, channels, size)
+            timing = time_sequential(run, evaluations, plan.cap, device)
+            rows.append({"device": device, "channels": channels, "size": size, "method": name,
+                         "evaluations": evaluations, **timing.as_dict()})
+            bar.update(1)
+    bar.close()
+    return rows, networks
+
+
+def crossovers(rows: list, plan: Plan) -> list:
+    """For each diffusion sampler and autoregressive sampler: the image size (pixels
+    H*W) from which the diffusion sampler is the cheaper one, per device and channels."""
+    found = []
+    for device in sorted({r["device"] for r in rows}):
+        for channels in plan.channels:
+            seconds = {r["method"]: [] for r in rows}
+            for r in rows:
+                if r["device"] == device and r["channels"] == channels:
+                    seconds[r["method"]].append(r["seconds"])
+            pixels = [s * s for s in plan.sizes]
+            for slow in ("pixelcnn naive", "pixelcnn cached"):
+                for fast in [m for m in seconds if not m.startswith("pixelcnn")]:
+                    found.append({"device": device, "channels": channels, "autoregressive": slow,
+                                  "diffusion": fast, "pixels": crossover(pixels, seconds[slow], seconds[fast])})
+    return found
+
+
+# ----------------------------------------------------------------------------
+# Training steps, in minigen and (in a fresh process) in PyTorch
+
+
+def training_inputs(family: str, channels: int, size: int, batch: int) -> dict:
+    """A fixed batch: integer images for PixelCNN; x_t, t and the noise for the U-Net."""
+    rng = np.random.default_rng(0)
+    shape = (batch, channels, size, size)
+    if family == "pixelcnn":
+        return {"x": rng.integers(0, PIXELCNN["levels"], shape)}
+    x0 = rng.uniform(-1, 1, shape).astype(np.float32)
+    t = rng.integers(0, T, batch)
+    noise = rng.standard_normal(shape).astype(np.float32)
+    xt = q_sample(Schedule.make("cosine", T), Tensor(x0), Tensor(t), Tensor(noise)).data
+    return {"xt": xt.astype(np.float32), "t": t, "noise": noise}
+
+
+def minigen_training_step(family: str, channels: int, size: int, batch: int, device: str):
+    """A closure: one Adam step (forward, backward, update) of the reference network; returns the loss."""
+    arrays = {k: tensor(v, device=device) for k, v in training_inputs(family, channels, size, batch).items()}
+    model = pixelcnn(channels, device) if family == "pixelcnn" else ddpm(channels, size, device).net
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    if family == "pixelcnn":
+        loss_fn = lambda: model.loss(arrays["x"])
+    else:
+        loss_fn = lambda: F.mse_loss(model(arrays["xt"], arrays["t"]), arrays["noise"])
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def torch_training_step(family: str, channels: int, size: int, batch: int):
+    """The same step in PyTorch CPU eager, from the same weights and the same batch."""
+    import torch
+
+    from .twins import TorchPixelCNN, TorchUNet
+
+    arrays = {k: torch.from_numpy(v) for k, v in training_inputs(family, channels, size, batch).items()}
+    if family == "pixelcnn":
+        model = TorchPixelCNN.from_minigen(pixelcnn(channels, "cpu"))
+        loss_fn = lambda: model.loss(arrays["x"])
+    else:
+        net = ddpm(channels, size, "cpu").net
+        model = TorchUNet.from_minigen(net, channels, UNET["channel_mults"], UNET["num_res_blocks"], UNET["groups"])
+        loss_fn = lambda: torch.nn.functional.mse_loss(model(arrays["xt"], arrays["t"]), arrays["noise"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def time_training(framework: str, plan: Plan, device: str) -> list:
+    """Median seconds per training step of both families at every training size."""
+    rows = []
+    for family in ("pixelcnn", "ddpm"):
+        for size in plan.train_sizes:
+            if framework == "minigen":
+                step = minigen_training_step(family, 1, size, plan.train_batch, device)
+            else:
+                step = torch_training_step(family, 1, size, plan.train_batch)
+            first_loss = step()
+            timing = measure(step, repeats=plan.train_repeats, warmup=1, device=device)
+            rows.append({"family": family, "size": size, "seconds": timing.median, "q25": timing.q25,
+                         "q75": timing.q75, "first_loss": first_loss})
+    return rows
+
+
+def torch_available() -> str | None:
+    """PyTorch's version when the bench extra is installed, else None (never imports torch here)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
+
+
+def bench_training(plan: Plan, device: str, with_torch: bool) -> list:
+    """Training-step rows for minigen on ``device`` and, on the CPU, PyTorch beside it."""
+    ours = time_training("minigen", plan, device)
+    theirs = None
+    if with_torch and device == "cpu":
+        theirs = run_in_fresh_process("-m", "minigen.timing", "--torch-worker", json.dumps(asdict(plan)))
+    rows = []
+    for k, row in enumerate(ours):
+        twin = theirs[k] if theirs else None
+        rows.append({"device": device, "family": row["family"], "size": row["size"], "batch": plan.train_batch,
+                     "minigen_s": row["seconds"], "minigen_first_loss": row["first_loss"],
+                     "torch_s": twin["seconds"] if twin else None,
+                     "torch_first_loss": twin["first_loss"] if twin else None,
+                     "ratio": row["seconds"] / twin["seconds"] if twin else None})
+    return rows
+
+
+# ----------------------------------------------------------------------------
+# The whole run, its tables and its plot
+
+
+def run(plan: Plan, devices, with_torch: bool = True) -> dict:
+    """Every measurement on every device; the dict that ``--out`` writes as timing.json."""
+    result = {**machine_facts(devices, torch_available()), "plan": asdict(plan), "T": T,
+              "models": {"pixelcnn": PIXELCNN, "unet": {**UNET, "channel_mults": list(UNET["channel_mults"])}},
+              "sampling": [], "networks": [], "training": []}
+    with_torch = with_torch and result["torch"] is not None
+    for device in devices:
+        rows, networks = bench_sampling(plan, device)
+        result["sampling"] += rows
+        result["networks"] += networks
+        result["training"] += bench_training(plan, device, with_torch)
+    result["crossovers"] = crossovers(result["sampling"], plan)
+    return result
+
+
+def _seconds(row: dict) -> str:
+    value = row["seconds"]
+    text = f"{value:.3g} s" if value < 100 else f"{value:,.0f} s"
+    return text + ("*" if row["extrapolated"] else "")
+
+
+def _where(pixels, sizes) -> str:
+    """A crossover in words: none, already at the smallest size, or the interpolated size."""
+    if pixels is None:
+        return f"none up to {max(sizes)}x{max(sizes)}"
+    if pixels <= min(sizes) ** 2:
+        return f"already at {min(sizes)}x{min(sizes)}, the smallest size measured"
+    side = np.sqrt(pixels)
+    return f"{pixels:,.0f} pixels (about {side:.0f}x{side:.0f})"
+
+
+def markdown(result: dict) -> str:
+    """The run as Markdown: facts, sampling times, networks, crossovers, training steps."""
+    plan = result["plan"]
+    methods = list(dict.fromkeys(r["method"] for r in result["sampling"]))
+    lines = [facts_line(result), "",
+             f"**Sampling a batch of {plan['batch']} images** (seconds; * = extrapolated from a timed prefix "
+             f"of the sequential steps, cap {plan['cap']:g} s). Sequential network evaluations in brackets.", "",
+             "| device | image | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
+    for device in result["devices"]:
+        for channels in plan["channels"]:
+            for size in plan["sizes"]:
+                cells = [f"{_seconds(r)} ({r['evaluations']:,})" for m in methods for r in result["sampling"]
+                         if (r["device"], r["channels"], r["size"], r["method"]) == (device, channels, size, m)]
+                lines.append(f"| {device} | {channels}x{size}x{size} | " + " | ".join(cells) + " |")
+    lines += ["", "**The networks** (parameters; GFLOPs of one full-image evaluation, per image, counted over "
+              "convolutions and linear layers):", "",
+              "| image | PixelCNN params | PixelCNN GFLOPs | U-Net params | U-Net GFLOPs |", "|---|---:|---:|---:|---:|"]
+    for n in result["networks"]:
+        if n["device"] == result["devices"][0]:
+            lines.append(f"| {n['channels']}x{n['size']}x{n['size']} | {n['pixelcnn_parameters']:,} | "
+                         f"{n['pixelcnn_flops'] / 1e9:.4f} | {n['ddpm_parameters']:,} | {n['ddpm_flops'] / 1e9:.4f} |")
+    lines += ["", "**Crossover**: the image size (pixels H*W, interpolated on log-log axes) from which the "
+              "diffusion sampler is faster than the autoregressive one.", "",
+              "| device | channels | autoregressive | diffusion | crossover |", "|---|---:|---|---|---|"]
+    for c in result["crossovers"]:
+        lines.append(f"| {c['device']} | {c['channels']} | {c['autoregressive']} | {c['diffusion']} | "
+                     f"{_where(c['pixels'], plan['sizes'])} |")
+    lines += ["", f"**Training step** (forward, backward, Adam; batch {plan['train_batch']}, 1 channel; median of "
+              f"{plan['train_repeats']}); PyTorch CPU eager runs the same networks from the same weights.", "",
+              "| device | network | image | minigen | PyTorch | minigen / PyTorch | first loss, minigen / PyTorch |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    for r in result["training"]:
+        network = "PixelCNN" if r["family"] == "pixelcnn" else "U-Net (DDPM)"
+        torch_ms = "-" if r["torch_s"] is None else f"{r['torch_s'] * 1e3:.1f} ms"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        torch_loss = "-" if r["torch_first_loss"] is None else f"{r['torch_first_loss']:.4f}"
+        lines.append(f"| {r['device']} | {network} | {r['size']}x{r['size']} | {r['minigen_s'] * 1e3:.1f} ms | "
+                     f"{torch_ms} | {ratio} | {r['minigen_first_loss']:.4f} / {torch_loss} |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path) -> None:
+    """Log-log sampling time vs pixels, one panel per device and channel count; hollow
+    markers are extrapolated; dotted lines mark where DDIM overtakes the cached PixelCNN."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(d, c) for d in result["devices"] for c in result["plan"]["channels"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (device, channels) in zip(axes[0], panels):
+        rows = [r for r in result["sampling"] if r["device"] == device and r["channels"] == channels]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = [r for r in rows if r["method"] == method]
+            pixels = [r["size"] ** 2 for r in mine]
+            line, = ax.plot(pixels, [r["seconds"] for r in mine], "-", label=method)
+            for p, r in zip(pixels, mine):
+                ax.plot(p, r["seconds"], "o", color=line.get_color(),
+                        markerfacecolor="none" if r["extrapolated"] else line.get_color())
+        for c in result["crossovers"]:
+            if (c["device"], c["channels"], c["autoregressive"]) == (device, channels, "pixelcnn cached") \
+                    and c["diffusion"].startswith("ddim") and c["pixels"] is not None:
+                ax.axvline(c["pixels"], linestyle=":", color="grey")
+                ax.annotate(c["diffusion"], (c["pixels"], ax.get_ylim()[0]), rotation=90, fontsize=7,
+                            va="bottom", ha="right", color="grey")
+        ax.set(xscale="log", yscale="log", xlabel="pixels (H x W)", ylabel="seconds per batch",
+               title=f"{device}, {channels} channel{'s' if channels > 1 else ''}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    write_atomically(str(path), lambda file: fig.savefig(file, format="png", dpi=120))
+    plt.close(fig)
+
+
+def write_outputs(result: dict, out_dir) -> dict:
+    """timing.json, timing.md and timing.png in ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "timing.json", "markdown": out / "timing.md", "plot": out / "timing.png"}
+    write_atomically(str(paths["json"]), lambda file: file.write(json.dumps(result, indent=2).encode()))
+    write_atomically(str(paths["markdown"]), lambda file: file.write((markdown(result) + "\n").encode()))
+    plot(result, paths["plot"])
+    return paths
+
+
+# ----------------------------------------------------------------------------
+# The command
+
+
+def _devices(choice: str | None) -> list:
+    if choice == "all":
+        return ["cpu", "cuda"]
+    if choice:
+        return [choice]
+    return ["cpu", "cuda"] if backend.cuda_available() else ["cpu"]
+
+
+def _bench(args) -> int:
+    plan = PLANS["quick" if args.quick else "full"]
+    if args.cap is not None and args.cap <= 0:
+        raise ValueError(f"--cap must be a positive number of seconds, got {args.cap}")
+    if args.cap is not None:
+        plan = Plan(**{**asdict(plan), "cap": args.cap})
+    devices = _devices(args.device)
+    for device in devices:
+        backend.check_device(device)
+    result = run(plan, devices, with_torch=not args.no_torch)
+    paths = write_outputs(result, args.out)
+    print(markdown(result))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def add_command(commands) -> None:
+    """The ``bench`` sub-command of the ``minigen`` CLI."""
+    bench = commands.add_parser("bench", help="time sampling and training of PixelCNN vs DDPM/DDIM (tables, plot)",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--quick", action="store_true",
+                       help="smoke run: 8x8 and 16x16, one channel, short caps (under a minute)")
+    bench.add_argument("--device", choices=["cpu", "cuda", "all"],
+                       help="where to run (default: the CPU, and the GPU too when one is available)")
+    bench.add_argument("--cap", type=float, help="seconds before a sampling run is cut short and extrapolated "
+                                                 f"(default {PLANS['full'].cap:g}; --quick {PLANS['quick'].cap:g})")
+    bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison even if installed")
+    bench.add_argument("--out", default="minigen-out/bench",
+                       help="folder for timing.json, timing.md and timing.png (default minigen-out/bench)")
+    bench.set_defaults(run=_bench)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--torch-worker"]:
+    # The PyTorch half of bench_training, in its own process: prints one JSON line.
+    print(json.dumps(time_training("torch", Plan(**json.loads(sys.argv[2])), "cpu")))
