@@ -331,11 +331,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, path) -> None:
+def figure(result: dict):
     """Log-log sampling time vs pixels, one panel per device and channel count; hollow
     markers are extrapolated; dotted lines mark where DDIM overtakes the cached PixelCNN."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(d, c) for d in result["devices"] for c in result["plan"]["channels"]]
@@ -360,18 +358,21 @@ def plot(result: dict, path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    write_atomically(str(path), lambda file: fig.savefig(file, format="png", dpi=120))
-    plt.close(fig)
+    return fig
 
 
 def write_outputs(result: dict, out_dir) -> dict:
     """timing.json, timing.md and timing.png in ``out_dir``; returns their paths."""
+    import matplotlib.pyplot as plt
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "timing.json", "markdown": out / "timing.md", "plot": out / "timing.png"}
     write_atomically(str(paths["json"]), lambda file: file.write(json.dumps(result, indent=2).encode()))
     write_atomically(str(paths["markdown"]), lambda file: file.write((markdown(result) + "\n").encode()))
-    plot(result, paths["plot"])
+    fig = figure(result)
+    write_atomically(str(paths["plot"]), lambda file: fig.savefig(file, format="png", dpi=120))
+    plt.close(fig)
     return paths
 
 
