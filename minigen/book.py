@@ -108,9 +108,8 @@ def execute_notebook(notebook, name: str, workdir: Path, env: dict, timeout: int
     try:
         client.execute(env=env)
     except (nbclient.exceptions.CellExecutionError, nbclient.exceptions.CellTimeoutError) as exc:
-        cell = current.get("cell", {"source": "(no cell started)"})
-        raise ChapterError(f"{name}: cell {current.get('index')} failed.\n--- source ---\n{cell['source']}\n"
-                           f"--- error ---\n{_error_text(exc)}") from None
+        raise ChapterError(f"{name}: cell {current['index']} failed (counting from 0, markdown cells included)."
+                           f"\n--- source ---\n{current['cell'].source}\n--- error ---\n{_error_text(exc)}") from None
     return notebook
 
 
@@ -166,6 +165,8 @@ def _list(args) -> int:
 
 
 def _export(args) -> int:
+    if args.fast and not args.execute:
+        raise ValueError("--fast only changes how chapters execute: add --execute, or drop --fast")
     written = export(args.out_dir, execute=args.execute, fast=args.fast)
     how = "without outputs"
     if args.execute:

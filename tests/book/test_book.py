@@ -181,3 +181,8 @@ def test_a_failing_cell_is_reported_with_its_source_and_error(tmp_path):
     assert "01-fails.md: cell 2 failed" in message
     assert "answer = 6 * 7" in message and "AssertionError: the answer is not 41" in message
     assert (workdir / "written-here.txt").exists()  # the first cell ran in fast mode, with Agg, in workdir
+
+
+def test_fast_without_execute_is_refused(tmp_path, capsys):
+    assert main(["book", "export", "--fast", str(tmp_path)]) == 2
+    assert "--fast only changes how chapters execute" in capsys.readouterr().err
