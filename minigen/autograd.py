@@ -8,7 +8,7 @@ from the newest to the oldest and hands each one the gradient of its output.
 
 Three rules keep this small and correct:
 
-* Order by *generation* (one more than the newest input) with a heap, never by
+* Order by *generation* (one more than the newest input, :func:`backward_order`), never by
   recursion: a node reused by several consumers receives all of their
   gradients before it passes its own on, and deep graphs cannot overflow the
   Python stack.
@@ -21,8 +21,6 @@ Three rules keep this small and correct:
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 
 import numpy as np
 
@@ -180,26 +178,45 @@ def _accumulate_leaf(leaf: Tensor, grad) -> None:
     leaf.grad = grad.copy() if leaf.grad is None else leaf.grad + grad
 
 
+def backward_order(root: "Function") -> list:
+    """Every function that ``root``'s gradient must pass through, each exactly once,
+    consumers before producers: newest generation first (ties in discovery order).
+
+    A function's generation is one more than its newest input's, so every
+    function that uses a tensor comes before the function that made it: when a
+    function's turn comes, all of its output's gradient has arrived. Only inputs
+    that require grad are followed. A loop over a to-do list, not recursion, so
+    deep graphs cannot overflow the Python stack.
+    """
+    ### BEGIN SOLUTION
+    order, seen, todo = [], {id(root)}, [root]
+    while todo:
+        fn = todo.pop()
+        order.append(fn)
+        for x in fn.inputs or ():  # a freed graph has no inputs; run_backward reports it
+            if x.requires_grad and x.creator is not None and id(x.creator) not in seen:
+                seen.add(id(x.creator))
+                todo.append(x.creator)
+    order.sort(key=lambda fn: -fn.generation)  # a stable sort keeps ties in discovery order
+    return order
+    ### END SOLUTION
+
+
 def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
-    """Propagate ``grad`` from ``root`` to every leaf, newest function first."""
+    """Propagate ``grad`` from ``root`` to every leaf, in :func:`backward_order`."""
     if root.creator is None:
         _accumulate_leaf(root, grad)
         return
     # Gradients of non-leaf tensors not yet consumed, keyed by the function
     # that made the tensor (each function has exactly one output).
     pending = {id(root.creator): grad}
-    tiebreak = itertools.count()  # equal generations: first pushed, first done
-    heap = [(-root.creator.generation, next(tiebreak), root.creator)]
-    queued = {id(root.creator)}
-    while heap:
-        _, _, fn = heapq.heappop(heap)
+    for fn in backward_order(root.creator):
         if fn.inputs is None:
             raise RuntimeError(
                 f"{fn.name}: backward through a freed graph; call backward(retain_graph=True) "
                 "the first time to go through the graph twice"
             )
-        grad_out = pending.pop(id(fn))
-        grads_in = fn.backward(grad_out)
+        grads_in = fn.backward(pending.pop(id(fn)))
         if not isinstance(grads_in, tuple):
             grads_in = (grads_in,)
         for index, (x, gx) in enumerate(zip(fn.inputs, grads_in)):
@@ -213,24 +230,28 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
             else:
                 key = id(x.creator)
                 pending[key] = gx if key not in pending else pending[key] + gx
-                if key not in queued:
-                    queued.add(id(x.creator))
-                    heapq.heappush(heap, (-x.creator.generation, next(tiebreak), x.creator))
         if not retain_graph:
             fn.release()
 
 
 def unbroadcast(grad, shape: tuple):
-    """Sum ``grad`` down to ``shape``: the adjoint of broadcasting to grad.shape."""
+    """Sum ``grad`` down to ``shape``: the adjoint of broadcasting to grad.shape.
+
+    Broadcasting adds leading axes and stretches axes of size 1; their
+    gradient is the sum over the copies, so sum the extra leading axes away
+    and sum each stretched axis keeping it as size 1.
+    """
     if grad is None or tuple(grad.shape) == tuple(shape):
         return grad
     extra = grad.ndim - len(shape)
     if extra < 0:
         return grad  # cannot be a broadcast; _check_grad reports the mismatch
+    ### BEGIN SOLUTION
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     return grad.sum(axis=stretched, keepdims=True) if stretched else grad
+    ### END SOLUTION
 
 
 def _check_grad(fn, index: int, grad, x: Tensor) -> None:

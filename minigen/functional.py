@@ -67,6 +67,37 @@ def _check_same_shape(a, b, name: str) -> None:
 # Convolution and linear layers
 
 
+def conv_output_size(size: tuple, kernel: tuple, stride: tuple, padding: tuple) -> tuple:
+    """(Ho, Wo) of a convolution: (H + 2 ph - kh) // sh + 1, and the same for W."""
+    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
+
+
+def im2col(x, kernel: tuple, stride: tuple, padding: tuple):
+    """The receptive field of every output pixel as one row of a matrix.
+
+    ``x`` is an NCHW array; the result has N*Ho*Wo rows, in (n, y, x) order,
+    and kh*kw*C columns, in (tap row, tap column, channel) order: row (n, y, x)
+    holds the zero-padded input window whose top-left corner is at
+    (stride_h * y, stride_w * x). A convolution is then one product,
+    ``cols @ w.transpose(2, 3, 1, 0).reshape(kh * kw * C, out)``.
+    """
+    ### BEGIN SOLUTION
+    xp = _xp(x)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, wd = x.shape
+    ho, wo = conv_output_size((h, wd), kernel, stride, padding)
+    padded = x.transpose(0, 2, 3, 1)  # NHWC: a view, free when x is itself NHWC in memory
+    if ph or pw:
+        padded = xp.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=x.dtype)
+        padded[:, ph : ph + h, pw : pw + wd] = x.transpose(0, 2, 3, 1)
+    s_n, s_h, s_w, s_c = padded.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        padded, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c)
+    )
+    return windows.reshape(n * ho * wo, kh * kw * c)
+    ### END SOLUTION
+
+
 class Conv2d(Function):
     """2-D convolution (a cross-correlation, as in every deep-learning library)
     computed as one matrix product.
@@ -83,20 +114,10 @@ class Conv2d(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, w, b=None):
-        xp = _xp(x)
-        (sh, sw), (ph, pw) = self.stride, self.padding
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-        padded = x.transpose(0, 2, 3, 1)  # NHWC: a view, free when x is itself NHWC in memory
-        if ph or pw:
-            padded = xp.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=x.dtype)
-            padded[:, ph : ph + h, pw : pw + wd] = x.transpose(0, 2, 3, 1)
-        s_n, s_h, s_w, s_c = padded.strides
-        windows = xp.lib.stride_tricks.as_strided(
-            padded, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c)
-        )
-        cols = windows.reshape(n * ho * wo, kh * kw * c)
+        ho, wo = conv_output_size((h, wd), (kh, kw), self.stride, self.padding)
+        cols = im2col(x, (kh, kw), self.stride, self.padding)
         out = cols @ w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)
         if b is not None:
             out += b

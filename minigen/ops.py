@@ -17,6 +17,34 @@ def _xp(*arrays):
     return backend.get_array_module(*arrays)
 
 
+def mul_backward(grad, a, b, needs=(True, True)):
+    """Gradients of y = a * b (elementwise, maybe broadcast): dL/da = dL/dy * b, dL/db = dL/dy * a.
+
+    Returns ``(ga, gb)`` at the broadcast shape (the engine sums them down to
+    each input's shape); an entry is None where ``needs`` says that input
+    wants no gradient.
+    """
+    ### BEGIN SOLUTION
+    ga = grad * b if needs[0] else None
+    gb = grad * a if needs[1] else None
+    return ga, gb
+    ### END SOLUTION
+
+
+def matmul_backward(grad, a, b, needs=(True, True)):
+    """Gradients of Y = A @ B for matrices (or stacks of them, batch axes first):
+    dA = dY B^T and dB = A^T dY, transposing the last two axes only.
+
+    Returns ``(ga, gb)``; an entry is None where ``needs`` says that input
+    wants no gradient. Broadcast batch axes come back at the broadcast shape.
+    """
+    ### BEGIN SOLUTION
+    ga = grad @ b.swapaxes(-1, -2) if needs[0] else None
+    gb = a.swapaxes(-1, -2) @ grad if needs[1] else None
+    return ga, gb
+    ### END SOLUTION
+
+
 # ----------------------------------------------------------------------------
 # Arithmetic
 
@@ -43,9 +71,7 @@ class Mul(Function):
         return a * b
 
     def backward(self, grad):
-        ga = grad * self.b if self.needs_input_grad[0] else None
-        gb = grad * self.a if self.needs_input_grad[1] else None
-        return ga, gb
+        return mul_backward(grad, self.a, self.b, self.needs_input_grad)
 
 
 class Div(Function):
@@ -99,8 +125,7 @@ class MatMul(Function):
         a, b = self.a, self.b
         grad = grad.reshape(grad.shape[: grad.ndim - (2 - self.a_is_vector - self.b_is_vector)]
                             + a.shape[-2:-1] + b.shape[-1:])
-        ga = grad @ b.swapaxes(-1, -2) if self.needs_input_grad[0] else None
-        gb = a.swapaxes(-1, -2) @ grad if self.needs_input_grad[1] else None
+        ga, gb = matmul_backward(grad, a, b, self.needs_input_grad)
         if ga is not None and self.a_is_vector:
             ga = ga[..., 0, :]
         if gb is not None and self.b_is_vector:
