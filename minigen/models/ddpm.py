@@ -52,19 +52,33 @@ def linear_betas(T: int) -> np.ndarray:
     scale = 1000 / T
     if scale * 0.02 > MAX_BETA:
         raise ValueError(f"linear schedule needs T >= 21 (beta_T = {scale * 0.02:.2f} >= 1 for T = {T})")
+    ### BEGIN SOLUTION
     return np.linspace(scale * 1e-4, scale * 0.02, T, dtype=np.float64)
+    ### END SOLUTION
 
 
-def _betas_from_alpha_bar(alpha_bar_fn, T: int) -> np.ndarray:
-    """beta_t = 1 - alpha_bar(t/T) / alpha_bar((t-1)/T), clipped at MAX_BETA."""
+def betas_from_alpha_bar(alpha_bar_fn, T: int) -> np.ndarray:
+    """beta_t = 1 - alpha_bar(t/T) / alpha_bar((t-1)/T), clipped at MAX_BETA.
+
+    ``alpha_bar_fn`` maps time u in [0, 1] (an array) to alpha_bar; it is
+    normalised so that alpha_bar(0) = 1.
+    """
+    ### BEGIN SOLUTION
     t = np.arange(T + 1, dtype=np.float64) / T
     alpha_bar = alpha_bar_fn(t) / alpha_bar_fn(0.0)
     return np.minimum(1 - alpha_bar[1:] / alpha_bar[:-1], MAX_BETA)
+    ### END SOLUTION
 
 
 def cosine_betas(T: int, s: float = 0.008) -> np.ndarray:
-    """Nichol & Dhariwal (2021), eq. 17: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi/2)."""
-    return _betas_from_alpha_bar(lambda u: np.cos((u + s) / (1 + s) * math.pi / 2) ** 2, T)
+    """Nichol & Dhariwal (2021), eq. 17: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi/2).
+
+    The offset s keeps beta_1 from being vanishingly small; betas come from
+    :func:`betas_from_alpha_bar` (clipped at MAX_BETA = 0.999).
+    """
+    ### BEGIN SOLUTION
+    return betas_from_alpha_bar(lambda u: np.cos((u + s) / (1 + s) * math.pi / 2) ** 2, T)
+    ### END SOLUTION
 
 
 def sigmoid_betas(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> np.ndarray:
@@ -72,7 +86,7 @@ def sigmoid_betas(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.
     alpha_bar follows a rescaled sigmoid, flatter than cosine at both ends."""
     sigmoid = lambda z: 1 / (1 + np.exp(-z))
     v_start, v_end = sigmoid(start / tau), sigmoid(end / tau)
-    return _betas_from_alpha_bar(lambda u: (v_end - sigmoid((u * (end - start) + start) / tau)) / (v_end - v_start), T)
+    return betas_from_alpha_bar(lambda u: (v_end - sigmoid((u * (end - start) + start) / tau)) / (v_end - v_start), T)
 
 
 SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}
@@ -150,13 +164,21 @@ def _at(values: np.ndarray, t, like):
 
 
 def q_sample(schedule: Schedule, x0, t, noise):
-    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (Ho et al. eq. 4)."""
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (Ho et al. eq. 4).
+
+    ``t`` holds one code step per image; ``_at(values, t, x0)`` picks values[t]
+    shaped to broadcast over the images.
+    """
+    ### BEGIN SOLUTION
     return _at(np.sqrt(schedule.alpha_bar), t, x0) * x0 + _at(np.sqrt(1 - schedule.alpha_bar), t, x0) * noise
+    ### END SOLUTION
 
 
 def x0_from_eps(schedule: Schedule, xt, t, eps):
     """Invert q_sample: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+    ### BEGIN SOLUTION
     return (xt - _at(np.sqrt(1 - schedule.alpha_bar), t, xt) * eps) / _at(np.sqrt(schedule.alpha_bar), t, xt)
+    ### END SOLUTION
 
 
 def eps_from_x0(schedule: Schedule, xt, t, x0):
@@ -165,8 +187,48 @@ def eps_from_x0(schedule: Schedule, xt, t, x0):
 
 
 def posterior_mean(schedule: Schedule, x0, xt, t):
-    """Mean of q(x_{t-1} | x_t, x_0)   (Ho et al. eq. 7)."""
+    """Mean of q(x_{t-1} | x_t, x_0)   (Ho et al. eq. 7):
+
+        beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) x_0
+          + (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t) x_t
+    """
+    ### BEGIN SOLUTION
     return _at(schedule.mean_coef_x0, t, xt) * x0 + _at(schedule.mean_coef_xt, t, xt) * xt
+    ### END SOLUTION
+
+
+def ancestral_step(mean, variance, t: int, draw_noise):
+    """One step of ancestral sampling (Ho et al. alg. 2, line 4): x_{t-1} = mean + sigma_t z.
+
+    ``t`` is the code step (0 is the paper's t = 1, the last step of the
+    chain), where no noise is added: the result is the final image.
+    ``draw_noise()`` returns z ~ N(0, I); call it only when noise is added,
+    so the last step uses no random numbers.
+    """
+    ### BEGIN SOLUTION
+    if t == 0:
+        return mean
+    return mean + variance.sqrt() * draw_noise()
+    ### END SOLUTION
+
+
+def ddim_step(x0, eps, alpha_bar: float, alpha_bar_prev: float, eta: float, draw_noise):
+    """One DDIM step (Song et al. 2021, eq. 12), from x_t to x_{t_prev}:
+
+        x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
+        sigma  = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)
+
+    ``eta = 0`` is deterministic; ``eta = 1`` has the ancestral sampler's
+    variance. ``draw_noise()`` gives z; call it only when sigma > 0. Rounding
+    can make 1 - ab_prev - sigma^2 slightly negative: treat that as 0.
+    """
+    ### BEGIN SOLUTION
+    sigma = eta * math.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
+    x_prev = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        x_prev = x_prev + sigma * draw_noise()
+    return x_prev
+    ### END SOLUTION
 
 
 def gaussian_kl(mean1, logvar1, mean2, logvar2):
@@ -385,20 +447,14 @@ class DDPM(nn.Module):
 
     def _ancestral_step(self, x, t, t_batch, labels, guidance, clip, rng):
         mean, variance, x0 = self.p_mean_variance(x, t_batch, labels, guidance, clip)
-        if t == 0:  # no noise at the last step
-            return mean, x0
-        return mean + variance.sqrt() * self._noise(rng, x.shape, x.device), x0
+        return ancestral_step(mean, variance, t, lambda: self._noise(rng, x.shape, x.device)), x0
 
     def _ddim_step(self, x, t, t_prev, t_batch, labels, guidance, clip, eta, rng):
-        """x_{t_prev} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z  (Song et al. eq. 12)."""
+        """x_{t_prev} from x_t by :func:`ddim_step`; t_prev = -1 is the clean data (alpha_bar = 1)."""
         eps, x0 = self.predict_eps_x0(x, t_batch, labels, guidance, clip)
         ab = float(self.schedule.alpha_bar[t])
         ab_prev = float(self.schedule.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
-        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-        x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x_prev = x_prev + sigma * self._noise(rng, x.shape, x.device)
-        return x_prev, x0
+        return ddim_step(x0, eps, ab, ab_prev, eta, lambda: self._noise(rng, x.shape, x.device)), x0
 
     # -- likelihood --------------------------------------------------------------------
     def nll_bound(self, x, labels=None, seed: int = 0, timesteps: int | None = None, progress: bool = False):

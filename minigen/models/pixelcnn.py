@@ -48,7 +48,9 @@ def channel_groups(channels: int, colors: int) -> np.ndarray:
     With C colours, channel k of n belongs to group floor(k * C / n), so the
     first n/C maps "belong to" red, the next to green, and so on.
     """
+    ### BEGIN SOLUTION
     return np.arange(channels) * colors // channels
+    ### END SOLUTION
 
 
 def causal_mask(out_groups, in_groups, kernel_size, mask_type: str) -> np.ndarray:
@@ -61,6 +63,7 @@ def causal_mask(out_groups, in_groups, kernel_size, mask_type: str) -> np.ndarra
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
     kh, kw = _pair(kernel_size)
+    ### BEGIN SOLUTION
     out_groups, in_groups = np.asarray(out_groups), np.asarray(in_groups)
     mask = np.zeros((len(out_groups), len(in_groups), kh, kw), dtype=np.float32)
     mask[:, :, : kh // 2, :] = 1
@@ -69,6 +72,7 @@ def causal_mask(out_groups, in_groups, kernel_size, mask_type: str) -> np.ndarra
     same = in_groups[None, :] == out_groups[:, None]
     mask[:, :, kh // 2, kw // 2] = earlier | (same & (mask_type == "B"))
     return mask
+    ### END SOLUTION
 
 
 def vertical_mask(out_channels: int, in_channels: int, kernel_size, include_centre_row: bool) -> np.ndarray:
@@ -178,16 +182,63 @@ def _per_channel(values, like):
     return values.reshape(values.shape + (1,) * (like.ndim - 2))
 
 
-def _sample_levels(logits, uniform):
+def sample_levels(logits, uniform):
     """Inverse-CDF sampling: the first level whose cumulative probability exceeds u.
 
-    ``logits`` (N, K) and ``uniform`` (N,) in [0, 1); the same u and (up to
-    rounding) the same logits always give the same level.
+    ``logits`` (N, K) Tensor and ``uniform`` (N,) array in [0, 1) -> (N,) integer
+    levels (an array). The same u and (up to rounding) the same logits always
+    give the same level; rounding can never push the result past K - 1.
     """
+    ### BEGIN SOLUTION
     probs = F.softmax(logits, axis=1).data
     xp = backend.get_array_module(probs)
     below = (xp.cumsum(probs, axis=1) <= uniform[:, None]).sum(axis=1)
     return xp.minimum(below, probs.shape[1] - 1)
+    ### END SOLUTION
+
+
+def naive_sampling_loop(logits_of, x, uniform, temperature: float, drawn) -> None:
+    """The textbook sampler: one full network evaluation per sub-pixel, in raster
+    order (rows, then columns) and colour order within a pixel (eq. 1).
+
+    ``logits_of(x)`` gives (N, K, C, H, W) logits for the integer images ``x``
+    (N, C, H, W), which are filled in place: sub-pixel (c, i, j) becomes
+    ``sample_levels(logits[:, :, c, i, j] / temperature, uniform[:, c, i, j])``,
+    and then ``drawn(c, i, j)`` is called.
+    """
+    ### BEGIN SOLUTION
+    _, channels, height, width = x.shape
+    for i in range(height):
+        for j in range(width):
+            for c in range(channels):
+                logits = logits_of(x)[:, :, c, i, j]
+                x[:, c, i, j] = sample_levels(logits / temperature, uniform[:, c, i, j])
+                drawn(c, i, j)
+    ### END SOLUTION
+
+
+def categorical_log_prob(logits, x):
+    """log p(x) = sum_i log softmax(logits_i)[x_i], per image, in nats (eq. 1).
+
+    ``logits`` (N, K, C, H, W) Tensor, ``x`` (N, C, H, W) integer levels ->
+    (N,) Tensor: the chain rule's factors, one K-way softmax per sub-pixel.
+    """
+    ### BEGIN SOLUTION
+    target = x if isinstance(x, Tensor) else Tensor(x)
+    nll = F.cross_entropy(logits, Tensor(target.data.astype(np.int64)), axis=1, reduction="none")
+    return -nll.reshape(nll.shape[0], -1).sum(axis=1)
+    ### END SOLUTION
+
+
+def bits_per_dim(nats_per_image, dims: int):
+    """nats per image -> bits per sub-pixel: divide by D ln 2 (D sub-pixels per image).
+
+    The unit of PixelCNN papers: 1 bit/dim means each sub-pixel costs as much
+    as a fair coin.
+    """
+    ### BEGIN SOLUTION
+    return nats_per_image / (dims * math.log(2))
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -238,18 +289,13 @@ class AutoregressiveImageModel(nn.Module):
 
     def log_prob(self, x, labels=None):
         """log p(x) in nats, exactly, for each image: shape (N,)."""
-        target = x if isinstance(x, Tensor) else Tensor(x)
-        nll = F.cross_entropy(self(x, labels), Tensor(target.data.astype(np.int64)), axis=1, reduction="none")
-        return -nll.reshape(nll.shape[0], -1).sum(axis=1)
+        return categorical_log_prob(self(x, labels), x)
 
     def loss(self, x, labels=None):
         """Mean negative log-likelihood in nats per image (the training loss)."""
         return -self.log_prob(x, labels).mean()
 
-    @staticmethod
-    def bits_per_dim(nats_per_image: float, dims: int) -> float:
-        """nats per image -> bits per sub-pixel: divide by D ln 2."""
-        return nats_per_image / (dims * math.log(2))
+    bits_per_dim = staticmethod(bits_per_dim)
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n: int, size=(8, 8), labels=None, temperature: float = 1.0,
@@ -294,17 +340,12 @@ class AutoregressiveImageModel(nn.Module):
         return next(iter(self.parameters())).device
 
     def _draw(self, x, logits_c, uniform, temperature, c, i, j, drawn):
-        x[:, c, i, j] = _sample_levels(logits_c / temperature, uniform[:, c, i, j])
+        x[:, c, i, j] = sample_levels(logits_c / temperature, uniform[:, c, i, j])
         drawn(c, i, j)
 
     def _sample_naive(self, x, labels, uniform, temperature, drawn):
         """The textbook loop: one full forward pass per sub-pixel."""
-        _, channels, height, width = x.shape
-        for i in range(height):
-            for j in range(width):
-                for c in range(channels):
-                    logits = self(x, labels)[:, :, c, i, j]
-                    self._draw(x, logits, uniform, temperature, c, i, j, drawn)
+        naive_sampling_loop(lambda images: self(images, labels), x, uniform, temperature, drawn)
 
     def _sample_cached(self, x, labels, uniform, temperature, drawn):
         """One pixel's worth of network per sub-pixel, reusing cached activations."""
