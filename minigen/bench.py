@@ -44,6 +44,7 @@ def measure(fn, repeats: int = 20, warmup: int = 3, device: str = "cpu",
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` synchronised, timed calls."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"measure: need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    ### BEGIN SOLUTION
     for _ in range(warmup):
         fn()
     sync(device)
@@ -55,6 +56,7 @@ def measure(fn, repeats: int = 20, warmup: int = 3, device: str = "cpu",
         times.append(clock() - start)
     q25, median, q75 = np.percentile(times, [25, 50, 75])
     return Timing(float(median), float(q25), float(q75), repeats)
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------

@@ -1,0 +1,254 @@
+"""The graded tasks, and the generator of the student stubs in ``exercises/``.
+
+One source of truth: each task is a function of the library itself, with its
+body (or the part a student writes) between two marker lines::
+
+    ### BEGIN SOLUTION
+    ...
+    ### END SOLUTION
+
+The generator copies each task's function (signature, docstring, the lines
+outside the markers) into one file per chapter and replaces the marked lines
+by a hint and ``raise NotImplementedError("Task 5.1: ...")``. The imports a
+file needs are found from the names the functions use. Run it as
+
+    python -m minigen.exercises                 # rewrite exercises/ (the stubs)
+    python -m minigen.exercises --check         # exit 1 if exercises/ differs (CI)
+    python -m minigen.exercises --solutions --out DIR   # the same files with the solutions in
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import inspect
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One graded task: task ``id`` "3.2" is chapter 3's second; its pytest marker is ``task3_2``."""
+
+    id: str
+    module: str
+    function: str
+    title: str
+    points: int
+    hint: str
+
+    @property
+    def chapter(self) -> int:
+        return int(self.id.split(".")[0])
+
+    @property
+    def marker(self) -> str:
+        return "task" + self.id.replace(".", "_")
+
+    @property
+    def name(self) -> str:
+        """How reports name the task."""
+        return f"Task {self.id}: {self.title} ({self.function})"
+
+
+# The exercise file of each chapter, in the book's numbering.
+CHAPTERS = {
+    1: ("ch1_chain_rule", "Images as probability distributions"),
+    2: ("ch2_autograd", "Autograd from scratch"),
+    3: ("ch3_masking", "Masking"),
+    4: ("ch4_pixelcnn", "PixelCNN"),
+    5: ("ch5_schedules", "Noise schedules"),
+    6: ("ch6_ddpm", "DDPM"),
+    7: ("ch7_timing", "Timing"),
+}
+
+_PIX, _DDPM = "minigen.models.pixelcnn", "minigen.models.ddpm"
+TASKS = (
+    Task("1.1", "minigen.chain_rule", "chain_rule_log_prob", "chain-rule log-likelihood", 2,
+         "loop over the pixels; p = table[i][prefix_index(images, i)]; add log p or log(1 - p)."),
+    Task("1.2", "minigen.chain_rule", "conditionals_from_joint", "conditionals from the joint", 2,
+         "reshape the joint to (2,) * D; sum out the later pixels; divide p(prefix, 1) by p(prefix)."),
+    Task("1.3", "minigen.chain_rule", "sample_chain_rule", "sampling pixel by pixel", 2,
+         "fill the pixels in order; each prefix index uses the pixels drawn so far."),
+    Task("2.1", "minigen.autograd", "unbroadcast", "undo broadcasting", 2,
+         "sum the extra leading axes away, then sum (keepdims) every axis that is 1 in shape."),
+    Task("2.2", "minigen.ops", "mul_backward", "backward of mul", 1,
+         "d(a*b)/da = b and d(a*b)/db = a, each times grad; None where needs is False."),
+    Task("2.3", "minigen.ops", "matmul_backward", "backward of matmul", 2,
+         "dA = dY @ B^T, dB = A^T @ dY; transpose the last two axes with swapaxes(-1, -2)."),
+    Task("2.4", "minigen.autograd", "backward_order", "backward order (topological)", 3,
+         "collect the functions with a to-do list (fn.inputs, x.creator), then sort by -generation."),
+    Task("2.5", "minigen.gradcheck", "central_difference", "central differences for gradcheck", 1,
+         "set values[k] to v + eps, evaluate, to v - eps, evaluate, restore v."),
+    Task("3.1", "minigen.functional", "im2col", "im2col for conv2d", 3,
+         "pad (NHWC), then for each output pixel copy its kh x kw x C window into one row."),
+    Task("3.2", _PIX, "channel_groups", "colour groups of feature maps", 1,
+         "channel k of n belongs to group floor(k * colors / n)."),
+    Task("3.3", _PIX, "causal_mask", "masks A and B with colour groups", 3,
+         "open rows above the centre and taps left of it; at the centre compare the groups."),
+    Task("4.1", _PIX, "categorical_log_prob", "PixelCNN log-likelihood", 2,
+         "F.cross_entropy(..., axis=1, reduction='none') gives -log p per sub-pixel; sum per image."),
+    Task("4.2", _PIX, "bits_per_dim", "bits per dimension", 1,
+         "one nat is 1 / ln 2 bits; divide by the number of sub-pixels too."),
+    Task("4.3", _PIX, "sample_levels", "inverse-CDF sampling", 2,
+         "softmax, cumulative sum, count the levels whose cumulative probability is <= u."),
+    Task("4.4", _PIX, "naive_sampling_loop", "the sampling loop", 2,
+         "three loops: rows, columns, colours; recompute the logits before every sub-pixel."),
+    Task("5.1", _DDPM, "linear_betas", "linear schedule", 1,
+         "np.linspace from scale * 1e-4 to scale * 0.02 in float64."),
+    Task("5.2", _DDPM, "betas_from_alpha_bar", "betas from alpha_bar", 2,
+         "evaluate alpha_bar at t / T for t = 0..T, take ratios of neighbours, clip at MAX_BETA."),
+    Task("5.3", _DDPM, "cosine_betas", "cosine schedule", 1,
+         "pass alpha_bar(u) = cos((u + s) / (1 + s) * pi / 2) ** 2 to betas_from_alpha_bar."),
+    Task("5.4", _DDPM, "q_sample", "closed-form forward process", 2,
+         "_at(np.sqrt(schedule.alpha_bar), t, x0) is sqrt(alpha_bar_t) shaped for the images."),
+    Task("6.1", _DDPM, "x0_from_eps", "x0 from the predicted noise", 1,
+         "solve q_sample's formula for x_0."),
+    Task("6.2", _DDPM, "posterior_mean", "posterior mean", 2,
+         "the schedule has the two coefficients: mean_coef_x0 and mean_coef_xt."),
+    Task("6.3", _DDPM, "ancestral_step", "one reverse (ancestral) step", 2,
+         "code step 0 is the last one: no noise there; elsewhere add sqrt(variance) * draw_noise()."),
+    Task("6.4", _DDPM, "ddim_step", "one DDIM step", 3,
+         "compute sigma from eta first; it also shrinks the eps term."),
+    Task("7.1", "minigen.bench", "measure", "timing with warm-up and synchronisation", 3,
+         "untimed warm-up calls, then sync; time each repeat up to and including sync(device)."),
+)
+
+
+def task_by_id(task_id: str) -> Task:
+    for task in TASKS:
+        if task.id == task_id:
+            return task
+    raise ValueError(f"unknown task {task_id!r}; the tasks are {', '.join(t.id for t in TASKS)}")
+
+
+def reference_function(task: Task):
+    """The library's own implementation of ``task`` (the reference solution)."""
+    return getattr(importlib.import_module(task.module), task.function)
+
+
+# ----------------------------------------------------------------------------
+# Generating the chapter files
+
+
+def task_source(task: Task, solution: bool) -> str:
+    """The task's function as source text, with its solution (markers dropped) or a stub."""
+    lines = textwrap.dedent(inspect.getsource(reference_function(task))).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    if len(starts) != 1 or len(ends) != 1 or starts[0] > ends[0]:
+        raise ValueError(f"{task.module}.{task.function} needs exactly one '{BEGIN}' line "
+                         f"followed by one '{END}' line (task {task.id})")
+    begin, end = starts[0], ends[0]
+    indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
+    if solution:
+        body = lines[begin + 1:end]
+    else:
+        body = [f"{indent}# Hint: {task.hint}",
+                f'{indent}raise NotImplementedError("Task {task.id}: {task.title} ({task.function})")']
+    return "\n".join(lines[:begin] + body + lines[end + 1:]) + "\n"
+
+
+def _used_names(source: str) -> set:
+    return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+
+
+def _import_of(name: str, value, module_name: str) -> tuple:
+    """(module, name, alias) by which a chapter file imports what ``module_name`` calls ``name``."""
+    if inspect.ismodule(value):
+        package, _, leaf = value.__name__.rpartition(".")
+        return package, leaf, name
+    home = getattr(value, "__module__", None)
+    if not (isinstance(home, str) and getattr(sys.modules.get(home), name, None) is value):
+        home = module_name
+    return home, name, name
+
+
+def _imports(tasks, sources) -> list:
+    """Import lines for every module-level name the tasks use that the file does not define."""
+    defined = {task.function for task in tasks}
+    found = set()
+    for task, source in zip(tasks, sources):
+        module = importlib.import_module(task.module)
+        found |= {_import_of(name, vars(module)[name], task.module)
+                  for name in _used_names(source) - defined if name in vars(module)}
+    spell = lambda name, alias: name if name == alias else f"{name} as {alias}"
+    plain = sorted(((name not in sys.stdlib_module_names, name), alias) for package, name, alias in found
+                   if not package)  # the standard library first
+    lines = [f"import {spell(name, alias)}" for (_, name), alias in plain]
+    for package in sorted({package for package, _, _ in found if package}):
+        names = sorted(spell(name, alias) for p, name, alias in found if p == package)
+        lines.append(f"from {package} import {', '.join(names)}")
+    return lines
+
+
+def chapter_source(chapter: int, solution: bool = False) -> str:
+    """The whole text of one chapter's exercise file."""
+    filename, title = CHAPTERS[chapter]
+    tasks = [task for task in TASKS if task.chapter == chapter]
+    # The imports come from the full solutions, so a student has every tool the reference used.
+    solutions = [task_source(task, True) for task in tasks]
+    bodies = solutions if solution else [task_source(task, False) for task in tasks]
+    ids = f"task {tasks[0].id}" if len(tasks) == 1 else f"tasks {tasks[0].id} to {tasks[-1].id}"
+    header = (f'"""Chapter {chapter}, {title}: {ids}.\n\n'
+              "Write the body of each function that raises NotImplementedError, then grade it with\n"
+              f"``minigen grade --task {tasks[0].id}`` (see exercises/README.md).\n\n"
+              "GENERATED by ``python -m minigen.exercises`` from the solution markers in minigen/;\n"
+              'instructors regenerate this file instead of editing it.\n"""\n\n'
+              "from __future__ import annotations\n")
+    imports = _imports(tasks, solutions)
+    parts = [header + "".join(line + "\n" for line in [""] * bool(imports) + imports)]
+    for task, body in zip(tasks, bodies):
+        points = f"{task.points} point" + ("s" if task.points > 1 else "")
+        parts.append(f"\n# Task {task.id}: {task.title} ({points})\n{body}")
+    return "\n".join(parts)
+
+
+def generate(folder, solution: bool = False) -> list:
+    """Write every chapter's file into ``folder``; returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for chapter, (filename, _) in CHAPTERS.items():
+        path = folder / f"{filename}.py"
+        path.write_text(chapter_source(chapter, solution))
+        paths.append(path)
+    return paths
+
+
+def differences(folder) -> list:
+    """The chapter files in ``folder`` that are missing or differ from freshly generated stubs."""
+    folder = Path(folder)
+    stale = []
+    for chapter, (filename, _) in CHAPTERS.items():
+        path = folder / f"{filename}.py"
+        if not path.exists() or path.read_text() != chapter_source(chapter):
+            stale.append(str(path))
+    return stale
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minigen.exercises",
+                                     description="Generate the exercise stubs from the solution markers in minigen/.")
+    parser.add_argument("--out", default="exercises", help="the folder to write (default exercises)")
+    parser.add_argument("--solutions", action="store_true", help="keep the solutions in (for instructors)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the stubs in --out are missing or out of date")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = differences(args.out)
+        for path in stale:
+            print(f"out of date: {path} (run: python -m minigen.exercises --out {args.out})")
+        return 1 if stale else 0
+    for path in generate(args.out, args.solutions):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
