@@ -7,6 +7,7 @@
     minigen classify                                # the conv-net digit classifier
     minigen bench --quick                           # sampling/training time, PixelCNN vs DDPM/DDIM
     minigen book export --execute notebooks/        # the book's chapters as .ipynb files
+    minigen grade --task 3.2 --json results.json    # score the exercises (Gradescope report)
 
 Mistakes in the input (a missing file, settings that do not fit) print
 ``minigen: <what is wrong and what to do>`` and exit with status 2.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, book, timing
+from . import backend, book, grading, timing
 from .data import load_digits
 from .models.classifier import accuracy, train_classifier
 from .models.ddpm import DDPM, SCHEDULES
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(run=_classify)
     book.add_command(commands)
     timing.add_command(commands)
+    grading.add_command(commands)
     return parser
 
 
