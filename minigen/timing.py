@@ -173,19 +173,11 @@ def minigen_training_step(family: str, channels: int, size: int, batch: int, dev
     """A closure: one Adam step (forward, backward, update) of the reference network; returns the loss."""
     arrays = {k: tensor(v, device=device) for k, v in training_inputs(family, channels, size, batch).items()}
     model = pixelcnn(channels, device) if family == "pixelcnn" else ddpm(channels, size, device).net
-    opt = optim.Adam(model.parameters(), lr=1e-3)
     if family == "pixelcnn":
         loss_fn = lambda: model.loss(arrays["x"])
     else:
         loss_fn = lambda: F.mse_loss(model(arrays["xt"], arrays["t"]), arrays["noise"])
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-        return loss.item()
-    return step
+    return adam_step(optim.Adam(model.parameters(), lr=1e-3), loss_fn)
 
 
 def torch_training_step(family: str, channels: int, size: int, batch: int):
@@ -202,8 +194,12 @@ def torch_training_step(family: str, channels: int, size: int, batch: int):
         net = ddpm(channels, size, "cpu").net
         model = TorchUNet.from_minigen(net, channels, UNET["channel_mults"], UNET["num_res_blocks"], UNET["groups"])
         loss_fn = lambda: torch.nn.functional.mse_loss(model(arrays["xt"], arrays["t"]), arrays["noise"])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return adam_step(torch.optim.Adam(model.parameters(), lr=1e-3), loss_fn)
 
+
+def adam_step(opt, loss_fn):
+    """A closure: zero the gradients, compute ``loss_fn()``, backward, update; return the loss
+    (the same five calls in minigen and in PyTorch)."""
     def step():
         opt.zero_grad()
         loss = loss_fn()
