@@ -14,6 +14,8 @@ mixes devices raises :class:`DeviceError` naming both.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 DEVICES = ("cpu", "cuda")
@@ -149,6 +151,19 @@ def generator(device: str = "cpu"):
         xp = np if device == "cpu" else _cupy
         _generators[device] = xp.random.default_rng(seed)
     return _generators[device]
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run a block with minigen's random streams seeded by ``seed``, then give the
+    caller's streams back exactly as they were (a reproducible side computation)."""
+    saved = dict(_generators)
+    manual_seed(seed)
+    try:
+        yield
+    finally:
+        _generators.clear()
+        _generators.update(saved)
 
 
 def get_rng_state() -> dict:

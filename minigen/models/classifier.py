@@ -11,6 +11,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import backend
 from .. import functional as F
 from .. import nn, optim
 from ..autograd import no_grad
@@ -48,8 +49,13 @@ def accuracy(model: nn.Module, data: ImageSet, device: str = "cpu", batch_size: 
 
 def train_classifier(train: ImageSet, epochs: int = 15, batch_size: int = 64, lr: float = 3e-3,
                      device: str = "cpu", seed: int = 0, progress: bool = True):
-    """Train a DigitClassifier with Adam and cross-entropy; returns (model, seconds)."""
-    model = DigitClassifier(train.images.shape[1], train.images.shape[-1]).to(device)
+    """Train a DigitClassifier with Adam and cross-entropy; returns (model, seconds).
+
+    ``seed`` fixes both the initial weights and the batch order, so the same
+    seed gives the same classifier whatever random numbers were drawn before.
+    """
+    with backend.seeded(seed):
+        model = DigitClassifier(train.images.shape[1], train.images.shape[-1]).to(device)
     optimizer = optim.Adam(model.parameters(), lr=lr)
     start = time.perf_counter()
     bar = tqdm(range(epochs), desc="classifier", disable=not progress)

@@ -466,24 +466,37 @@ class DDPM(nn.Module):
 
         ``x`` holds integer levels, so this bounds the same discrete likelihood
         that PixelCNN computes exactly. ``timesteps=K`` estimates the middle sum
-        from K random steps (unbiased) instead of all T - 1.
+        from K steps instead of all T - 1, without bias: the last step (t = T),
+        whose term is the largest and most variable when the schedule clips
+        beta near 1 (cosine), is always counted; K - 1 others are drawn at
+        random and weighted (T - 2) / (K - 1).
         """
         rng = np.random.default_rng(seed)
         x0 = self.scale(x)
         labels = self._sampling_labels(labels, x0.shape[0], x0.device)
-        T = self.schedule.T
-        middle = np.arange(1, T) if timesteps is None else rng.integers(1, T, size=timesteps)
-        weight = 1.0 if timesteps is None else (T - 1) / timesteps
+        middle, weights = self._bound_steps(timesteps, rng)
         per_image = lambda values: values.reshape(values.shape[0], -1).sum(axis=1)
         was_training = self.training
         self.eval()
         with no_grad():
             total = per_image(self._prior_kl(x0))
-            for t in tqdm(middle, desc="bound", disable=not progress):
+            for t, weight in tqdm(list(zip(middle, weights)), desc="bound", disable=not progress):
                 total = total + weight * per_image(self._step_kl(x0, int(t), labels, rng))
             total = total + per_image(self._decoder_nll(x0, labels, rng))
         self.train(was_training)
         return total
+
+    def _bound_steps(self, timesteps: int | None, rng):
+        """The code steps 1..T-1 of the bound's middle sum to evaluate, and the weight of each."""
+        T = self.schedule.T
+        if timesteps is None or timesteps >= T - 1:
+            return np.arange(1, T), np.ones(T - 1)
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be at least 1 (or None for all {T - 1}), got {timesteps}")
+        if timesteps == 1:  # one random step stands for all
+            return rng.integers(1, T, size=1), np.array([float(T - 1)])
+        drawn = rng.integers(1, T - 1, size=timesteps - 1)
+        return np.append(drawn, T - 1), np.append(np.full(timesteps - 1, (T - 2) / (timesteps - 1)), 1.0)
 
     def _prior_kl(self, x0):
         """KL(N(m, v) || N(0, 1)) = (v + m^2 - 1 - log v) / 2 with m = sqrt(ab_T) x0, v = 1 - ab_T."""

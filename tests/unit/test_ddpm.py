@@ -387,3 +387,23 @@ def test_training_on_digits_lowers_the_loss():
                  channel_mults=(1,), groups=4)
     losses = fit(model, digits.images, steps=60)
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-10:])
+
+
+@pytest.mark.parametrize("timesteps", [1, 2, 4])
+def test_bound_estimate_weights_every_step_once_on_average(timesteps):
+    """The K-step estimate is unbiased: over many draws each of the T - 1 steps counts once on average,
+    and the last step (the largest term under the cosine schedule) is counted in every draw when K > 1."""
+    model = tiny()
+    T = model.schedule.T
+    rng = np.random.default_rng(0)
+    counted = np.zeros(T)
+    draws = 20_000
+    for _ in range(draws):
+        steps, weights = model._bound_steps(timesteps, rng)
+        np.add.at(counted, steps, weights)
+        assert timesteps == 1 or (T - 1) in steps
+    np.testing.assert_allclose(counted[1:] / draws, 1.0, atol=0.06)
+    assert counted[0] == 0, "step 0 is the decoder's, not the middle sum's"
+    assert list(model._bound_steps(None, rng)[0]) == list(range(1, T))
+    with pytest.raises(ValueError, match="timesteps must be at least 1"):
+        model._bound_steps(0, rng)
