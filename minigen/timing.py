@@ -343,16 +343,17 @@ def figure(result: dict):
             for p, r in zip(pixels, mine):
                 ax.plot(p, r["seconds"], "o", color=line.get_color(),
                         markerfacecolor="none" if r["extrapolated"] else line.get_color())
-        for c in result["crossovers"]:
-            if (c["device"], c["channels"], c["autoregressive"]) == (device, channels, "pixelcnn cached") \
-                    and c["diffusion"].startswith("ddim") and c["pixels"] is not None:
-                ax.axvline(c["pixels"], linestyle=":", color="grey")
-                ax.annotate(c["diffusion"], (c["pixels"], ax.get_ylim()[0]), rotation=90, fontsize=7,
-                            va="bottom", ha="right", color="grey")
+        overtakes = [c for c in result["crossovers"]
+                     if (c["device"], c["channels"], c["autoregressive"]) == (device, channels, "pixelcnn cached")
+                     and c["diffusion"].startswith("ddim") and c["pixels"] is not None]
+        for k, c in enumerate(overtakes):
+            ax.axvline(c["pixels"], linestyle=":", color="grey",
+                       label="DDIM overtakes the cached PixelCNN" if k == 0 else None)
         ax.set(xscale="log", yscale="log", xlabel="pixels (H x W)", ylabel="seconds per batch",
                title=f"{device}, {channels} channel{'s' if channels > 1 else ''}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
