@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .models.pixelcnn import PixelCNN, causal_mask, channel_groups
-from .models.unet import UNet, _groups, timestep_embedding
+from .models.unet import UNet, _groups, timestep_embedding, unet_layout
 from .autograd import Tensor
 
 
@@ -124,27 +124,19 @@ class TorchUNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, embed_dim), nn.SiLU(),
                                       nn.Linear(embed_dim, embed_dim))
         self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
-        widths = [base_channels * m for m in channel_mults]
-        skip_widths, width = [base_channels], base_channels
-        self.down = nn.ModuleList()
-        for level, out_width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                self.down.append(TorchResBlock(width, out_width, embed_dim, groups))
-                width = out_width
-                skip_widths.append(width)
-            if level < len(widths) - 1:
-                self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
-                skip_widths.append(width)
-        self.middle = TorchResBlock(width, width, embed_dim, groups)
-        self.up = nn.ModuleList()
-        for level, out_width in reversed(list(enumerate(widths))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(TorchResBlock(width + skip_widths.pop(), out_width, embed_dim, groups))
-                width = out_width
-            if level > 0:
-                self.up.append(nn.Conv2d(width, width, 3, padding=1))
+        down, middle, up, width = unet_layout(base_channels, channel_mults, num_res_blocks)
+        self.down = nn.ModuleList(self._layer(spec, embed_dim, groups) for spec in down)
+        self.middle = TorchResBlock(middle, middle, embed_dim, groups)
+        self.up = nn.ModuleList(self._layer(spec, embed_dim, groups) for spec in up)
         self.norm_out = nn.GroupNorm(_groups(width, groups), width)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
+
+    @staticmethod
+    def _layer(spec: tuple, embed_dim: int, groups: int) -> nn.Module:
+        kind, *widths = spec
+        if kind == "res":
+            return TorchResBlock(*widths, embed_dim, groups)
+        return nn.Conv2d(widths[0], widths[0], 3, stride=2 if kind == "down" else 1, padding=1)
 
     @classmethod
     def from_minigen(cls, model: UNet, channels: int, channel_mults, num_res_blocks: int,

@@ -59,6 +59,44 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def unet_layout(base_channels: int, channel_mults, num_res_blocks: int):
+    """The U-Net's layers as plain specs, so every implementation builds the same network.
+
+    Returns ``(down, middle, up, out_width)``: ``down`` and ``up`` list
+    ``("res", in, out)`` for a ResBlock, ``("down", width)`` for a stride-2
+    convolution and ``("up", width)`` for the convolution after nearest
+    upsampling; ``middle`` is the middle ResBlock's width. Each up ResBlock's
+    input width counts the skip connection it concatenates, popped in reverse
+    order of the down path's outputs (the first convolution's included).
+    """
+    widths = [base_channels * m for m in channel_mults]
+    skip_widths, width, down, up = [base_channels], base_channels, [], []
+    for level, out_width in enumerate(widths):
+        for _ in range(num_res_blocks):
+            down.append(("res", width, out_width))
+            width = out_width
+            skip_widths.append(width)
+        if level < len(widths) - 1:
+            down.append(("down", width))
+            skip_widths.append(width)
+    middle = width
+    for level, out_width in reversed(list(enumerate(widths))):
+        for _ in range(num_res_blocks + 1):
+            up.append(("res", width + skip_widths.pop(), out_width))
+            width = out_width
+        if level > 0:
+            up.append(("up", width))
+    return down, middle, up, width
+
+
+def _layer(spec: tuple, embed_dim: int, groups: int) -> nn.Module:
+    """The module for one :func:`unet_layout` spec."""
+    kind, *widths = spec
+    if kind == "res":
+        return ResBlock(*widths, embed_dim, groups)
+    return nn.Conv2d(widths[0], widths[0], 3, stride=2 if kind == "down" else 1, padding=1)
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t [, class]): an image-to-image network of the input's shape.
 
@@ -77,25 +115,10 @@ class UNet(nn.Module):
                                       nn.Linear(embed_dim, embed_dim))
         self.class_embed = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None
         self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
-        widths = [base_channels * m for m in channel_mults]
-        skip_widths, width = [base_channels], base_channels
-        self.down = nn.ModuleList()
-        for level, out_width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                self.down.append(ResBlock(width, out_width, embed_dim, groups))
-                width = out_width
-                skip_widths.append(width)
-            if level < len(widths) - 1:
-                self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
-                skip_widths.append(width)
-        self.middle = ResBlock(width, width, embed_dim, groups)
-        self.up = nn.ModuleList()
-        for level, out_width in reversed(list(enumerate(widths))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(ResBlock(width + skip_widths.pop(), out_width, embed_dim, groups))
-                width = out_width
-            if level > 0:
-                self.up.append(nn.Conv2d(width, width, 3, padding=1))  # after nearest upsampling
+        down, middle, up, width = unet_layout(base_channels, channel_mults, num_res_blocks)
+        self.down = nn.ModuleList(_layer(spec, embed_dim, groups) for spec in down)
+        self.middle = ResBlock(middle, middle, embed_dim, groups)
+        self.up = nn.ModuleList(_layer(spec, embed_dim, groups) for spec in up)
         self.norm_out = nn.GroupNorm(_groups(width, groups), width)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
 
