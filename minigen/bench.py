@@ -91,8 +91,8 @@ def time_sequential(run, total_steps: int, cap: float, device: str = "cpu", repe
     """Time ``run(on_step)``, a loop of ``total_steps`` steps that calls ``on_step()`` after each.
 
     First a warm-up prefix of ``warmup_steps`` steps (allocation, cached weights),
-    untimed. Then whole runs, up to ``repeats`` of them while the time spent
-    stays under ``cap`` seconds. A run that passes ``cap`` is stopped at the
+    untimed. Then whole runs, up to ``repeats`` of them, starting another only
+    while the runs so far took under half of ``cap`` seconds. A run that passes ``cap`` is stopped at the
     next step and its time extrapolated linearly: the steps of a sampling loop
     (a network evaluation each) cost the same, so a measured prefix predicts the
     whole. The device is synchronised before every clock reading.

@@ -68,14 +68,16 @@ PLANS = {"full": Plan(),
 
 
 def pixelcnn(channels: int, device: str) -> PixelCNN:
-    backend.manual_seed(0)
-    return PixelCNN(channels=channels, **PIXELCNN).to(device)
+    """The benchmark's PixelCNN, with the same initial weights every time (seed 0)."""
+    with backend.seeded(0):
+        return PixelCNN(channels=channels, **PIXELCNN).to(device)
 
 
 def ddpm(channels: int, size: int, device: str) -> DDPM:
-    backend.manual_seed(0)
+    """The benchmark's DDPM (T = 1000, cosine) for ``size`` x ``size`` images, seed 0."""
     settings = {**UNET, "channel_mults": list(UNET["channel_mults"])}
-    return DDPM(channels=channels, image_size=size, T=T, schedule="cosine", **settings).to(device)
+    with backend.seeded(0):
+        return DDPM(channels=channels, image_size=size, T=T, schedule="cosine", **settings).to(device)
 
 
 def samplers(plan: Plan) -> dict:
