@@ -1,4 +1,4 @@
-"""What the benchmark scripts share beyond :mod:`minigen.bench`: printing and saving a result."""
+"""What the benchmark scripts share beyond :mod:`minigen.bench.timing`: printing and saving a result."""
 
 from __future__ import annotations
 

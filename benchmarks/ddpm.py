@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from minigen import backend
+from minigen.engine import backend
 from minigen.metrics import sample_quality
 from minigen.train import TrainConfig, train
 

@@ -19,10 +19,10 @@ import json
 import numpy as np
 
 import minigen as mg
-from minigen import backend
+from minigen.engine import backend
 from minigen import functional as F
 from minigen import optim
-from minigen.bench import facts_line, machine_facts, measure, run_in_fresh_process
+from minigen.bench.timing import facts_line, machine_facts, measure, run_in_fresh_process
 from minigen.models.classifier import DigitClassifier
 
 from _common import publish  # benchmarks/_common.py, beside this script

@@ -28,14 +28,14 @@ import numpy as np
 
 import minigen as mg
 from minigen import optim
-from minigen.bench import facts_line, machine_facts, measure, run_in_fresh_process
+from minigen.bench.timing import facts_line, machine_facts, measure, run_in_fresh_process
 from minigen.models.pixelcnn import GatedPixelCNN, PixelCNN
 
 from _common import publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
-    from minigen.twins import TorchPixelCNN
+    from minigen.bench.torch_twins import TorchPixelCNN
 except ImportError:  # the bench extra is optional
     torch = None
 

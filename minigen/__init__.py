@@ -8,20 +8,20 @@ The engine in one screen::
     y.backward()          # x.grad == 2 * x
 """
 
-from . import ops as _ops  # attaches operators and methods to Tensor
-from .autograd import Function, Tensor, is_grad_enabled, no_grad
-from .backend import DeviceError, cuda_available, manual_seed, synchronize
-from .gradcheck import GradcheckError, gradcheck
-from .creation import ones, rand, randint, randn, tensor, zeros
-from .ops import cat, stack, where
-from . import functional, nn, optim
+from .engine import ops as _ops  # attaches operators and methods to Tensor
+from .engine.autograd import Function, Tensor, is_grad_enabled, no_grad
+from .engine.backend import DeviceError, cuda_available, manual_seed, synchronize
+from .engine.gradcheck import GradcheckError, gradcheck
+from .engine.creation import arange, full, ones, rand, randint, randn, tensor, zeros
+from .engine.ops import cat, stack, where
+from .engine import backend, functional, nn, optim
 from .checkpoint import CheckpointError, load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "Tensor", "DeviceError", "tensor", "zeros", "ones", "randn", "rand", "randint",
+    "Function", "Tensor", "DeviceError", "tensor", "zeros", "ones", "full", "arange", "randn", "rand", "randint",
     "cat", "stack", "where", "no_grad", "is_grad_enabled", "manual_seed", "synchronize",
-    "cuda_available", "gradcheck", "GradcheckError", "functional", "nn", "optim",
+    "cuda_available", "gradcheck", "GradcheckError", "backend", "functional", "nn", "optim",
     "save", "load", "CheckpointError",
 ]

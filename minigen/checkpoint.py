@@ -33,8 +33,8 @@ import zipfile
 
 import numpy as np
 
-from . import backend
-from .autograd import Tensor
+from .engine import backend
+from .engine.autograd import Tensor
 
 FORMAT = "minigen-checkpoint"
 VERSION = 1

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, book, grading, timing
+from .engine import backend
+from .course import book, grading
+from .bench import ar_vs_diffusion
 from .data import load_digits
 from .models.classifier import accuracy, train_classifier
 from .models.ddpm import DDPM, SCHEDULES
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="passes over the training set (default 15)")
     classify.set_defaults(run=_classify)
     book.add_command(commands)
-    timing.add_command(commands)
+    ar_vs_diffusion.add_command(commands)
     grading.add_command(commands)
     return parser
 

@@ -26,9 +26,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend
+from .engine import backend
 from .checkpoint import write_atomically
-from .autograd import Tensor
+from .engine.autograd import Tensor
 
 DIGITS_LEVELS = 17
 SPLIT_SEED = 0  # the fixed train/test split of the digits

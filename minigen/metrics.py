@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .autograd import Tensor, no_grad
+from .engine.autograd import Tensor, no_grad
 from .data import load_digits, quantize
 from .models.classifier import train_classifier
 

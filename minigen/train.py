@@ -34,8 +34,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, optim
-from .autograd import no_grad
+from .engine import backend, optim
+from .engine.autograd import no_grad
 from .checkpoint import CheckpointError, load, save
 from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
 from .models.ddpm import DDPM

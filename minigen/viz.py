@@ -15,8 +15,8 @@ import os
 import matplotlib.image
 import numpy as np
 
-from . import backend
-from .autograd import Tensor
+from .engine import backend
+from .engine.autograd import Tensor
 from .checkpoint import write_atomically
 
 BORDER = 0.5  # the grey between the images of a grid

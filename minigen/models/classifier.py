@@ -11,10 +11,10 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import backend
-from .. import functional as F
-from .. import nn, optim
-from ..autograd import no_grad
+from ..engine import backend
+from ..engine import functional as F
+from ..engine import nn, optim
+from ..engine.autograd import no_grad
 from ..data import ImageSet, batches
 
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import backend
-from .. import functional as F
-from .. import nn
-from ..autograd import Tensor, no_grad
-from ..ops import where
+from ..engine import backend
+from ..engine import functional as F
+from ..engine import nn
+from ..engine.autograd import Tensor, no_grad
+from ..engine.ops import where
 from .unet import UNet
 
 MAX_BETA = 0.999  # beta clipped here: beta near 1 makes the reverse step singular

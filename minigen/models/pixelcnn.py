@@ -33,10 +33,10 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import backend
-from .. import functional as F
-from .. import nn
-from ..autograd import Tensor, no_grad
+from ..engine import backend
+from ..engine import functional as F
+from ..engine import nn
+from ..engine.autograd import Tensor, no_grad
 
 # ----------------------------------------------------------------------------
 # Masks

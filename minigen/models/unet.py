@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 
-from .. import backend
-from .. import functional as F
-from .. import nn
-from ..autograd import Tensor
-from ..ops import cat
+from ..engine import backend
+from ..engine import functional as F
+from ..engine import nn
+from ..engine.autograd import Tensor
+from ..engine.ops import cat
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -35,7 +35,7 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     return Tensor(xp.concatenate([xp.sin(angles), xp.cos(angles)], axis=1))
 
 
-def _groups(channels: int, groups: int) -> int:
+def group_count(channels: int, groups: int) -> int:
     """The largest group count <= ``groups`` that divides ``channels``."""
     return max(g for g in range(1, groups + 1) if channels % g == 0)
 
@@ -45,10 +45,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, embed_dim: int, groups: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(in_channels, groups), in_channels)
+        self.norm1 = nn.GroupNorm(group_count(in_channels, groups), in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.embed = nn.Linear(embed_dim, out_channels)
-        self.norm2 = nn.GroupNorm(_groups(out_channels, groups), out_channels)
+        self.norm2 = nn.GroupNorm(group_count(out_channels, groups), out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -119,7 +119,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList(_layer(spec, embed_dim, groups) for spec in down)
         self.middle = ResBlock(middle, middle, embed_dim, groups)
         self.up = nn.ModuleList(_layer(spec, embed_dim, groups) for spec in up)
-        self.norm_out = nn.GroupNorm(_groups(width, groups), width)
+        self.norm_out = nn.GroupNorm(group_count(width, groups), width)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, x, t, labels=None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from minigen import book
+from minigen.course import book
 from minigen.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from minigen import book
+from minigen.course import book
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted((ROOT / "book").glob(book.CHAPTER_GLOB))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minigen import chain_rule as reference
+from minigen.course import chain_rule as reference
 
 # The book's table: p(x_{i+1} = 1 | the earlier pixels), the prefix read as a binary number.
 P_ONE = [np.array([0.6]), np.array([0.3, 0.8]), np.array([0.2, 0.5, 0.6, 0.9]),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen import autograd as reference
+from minigen.engine import autograd as reference
 
 
 @pytest.mark.task2_1

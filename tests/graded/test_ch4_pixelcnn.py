@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen.chain_rule import all_images
+from minigen.course.chain_rule import all_images
 from minigen.models import pixelcnn as reference
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .autograd import Tensor, _default_dtype
+from .autograd import Tensor, default_dtype
 
 
 def _as_shape(shape) -> tuple:
@@ -25,7 +25,7 @@ def tensor(data, requires_grad: bool = False, dtype=None, device: str = "cpu") -
         data = backend.to_device(data, device)
     xp = backend.xp_for(device)
     array = xp.array(data, copy=True)
-    array = array.astype(_default_dtype(array) if dtype is None else np.dtype(dtype), copy=False)
+    array = array.astype(default_dtype(array) if dtype is None else np.dtype(dtype), copy=False)
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -40,6 +40,26 @@ def zeros(*shape, dtype="float32", device="cpu", requires_grad=False) -> Tensor:
 
 def ones(*shape, dtype="float32", device="cpu", requires_grad=False) -> Tensor:
     return _filled(lambda xp: xp.ones, shape, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    """A tensor of ``shape`` filled with ``fill_value``: float32 for a float, int64 for an int."""
+    if dtype is None:
+        dtype = np.int64 if isinstance(fill_value, (int, np.integer)) and not isinstance(fill_value, bool) \
+            else np.float32
+    xp = backend.xp_for(backend.check_device(device))
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return Tensor(xp.full(shape, fill_value, dtype=np.dtype(dtype)), requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device="cpu") -> Tensor:
+    """Evenly spaced values in [start, stop), as ``numpy.arange`` (int64 for ints, else float32)."""
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        dtype = np.int64 if all(isinstance(v, (int, np.integer)) for v in (start, stop, step)) else np.float32
+    xp = backend.xp_for(backend.check_device(device))
+    return Tensor(xp.arange(start, stop, step, dtype=np.dtype(dtype)))
 
 
 def randn(*shape, dtype="float32", device="cpu", requires_grad=False) -> Tensor:

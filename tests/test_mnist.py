@@ -22,7 +22,7 @@ from minigen.data import (
     parse_amat, parse_idx,
 )
 
-SHARED = Path(__file__).parents[2].parent / "shared" / "data" / "mnist"
+SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "mnist"
 STORED = [
     "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",

@@ -1,4 +1,4 @@
-"""minigen.functional: values against direct references, gradcheck for every
+"""minigen.engine.functional: values against direct references, gradcheck for every
 input, numerical stability, dtypes, and the error messages users see."""
 
 import math

@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from minigen import backend
+from minigen.engine import backend
 from minigen.cli import main
 from minigen.data import load_digits
 from minigen.models.classifier import accuracy, train_classifier

@@ -1,6 +1,6 @@
-"""The pytest plugin of the graded checks (``pytest -p minigen.grading_plugin``).
+"""The pytest plugin of the graded checks (``pytest -p minigen.course.grading_plugin``).
 
-``minigen grade`` (:mod:`minigen.grading`) loads it in a child pytest process.
+``minigen grade`` (:mod:`minigen.course.grading`) loads it in a child pytest process.
 It adds the options ``--grade-target`` (what to grade), ``--grade-timeout``
 (seconds per check) and ``--grade-log`` (a file of JSON lines: the tests
 collected with their tasks, each start, each result), the ``graded``

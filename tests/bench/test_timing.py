@@ -4,7 +4,7 @@ import pytest
 
 import minigen as mg
 from minigen import nn
-from minigen.bench import count_flops, crossover, measure, time_sequential
+from minigen.bench.timing import count_flops, crossover, measure, time_sequential
 
 
 class FakeClock:

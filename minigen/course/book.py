@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from .checkpoint import write_atomically
+from ..checkpoint import write_atomically
 
-BOOK = Path(__file__).resolve().parent.parent / "book"
+BOOK = Path(__file__).resolve().parents[2] / "book"
 CHAPTER_GLOB = "[0-9][0-9]-*.md"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 CELL_TIMEOUT = 300  # seconds per cell; a full-mode chapter's longest cell takes a few minutes at most

@@ -3,7 +3,7 @@ normalisation and resampling.
 
 Ops that are hot or whose gradient has a short closed form are one
 :class:`Function` each (convolution, softmax, group norm, ...); the rest are
-compositions of the elementary ops in :mod:`minigen.ops`, whose gradients
+compositions of the elementary ops in :mod:`minigen.engine.ops`, whose gradients
 then come for free. Everything works on NumPy and CuPy arrays alike.
 
 Images are NCHW: (batch, channels, height, width).
@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from . import backend, ops
+from .backend import get_array_module
 from .autograd import Function, Tensor, as_tensor
 
 relu = ops.relu
@@ -23,13 +24,10 @@ sigmoid = ops.sigmoid
 tanh = ops.tanh
 
 
-def _xp(*arrays):
-    return backend.get_array_module(*arrays)
 
-
-def _pair(value, name: str, minimum: int) -> tuple:
+def as_pair(value, name: str = "value", minimum: int = 0) -> tuple:
     """An int, or an (h, w) pair, as a pair of ints that are at least ``minimum``."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= minimum for v in pair):
         raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return tuple(int(v) for v in pair)
@@ -82,7 +80,7 @@ def im2col(x, kernel: tuple, stride: tuple, padding: tuple):
     ``cols @ w.transpose(2, 3, 1, 0).reshape(kh * kw * C, out)``.
     """
     ### BEGIN SOLUTION
-    xp = _xp(x)
+    xp = get_array_module(x)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     n, c, h, wd = x.shape
     ho, wo = conv_output_size((h, wd), kernel, stride, padding)
@@ -148,7 +146,7 @@ class Conv2d(Function):
         for all taps and never holds the whole (N*Ho*Wo, kh*kw*C) gradient
         matrix; each share is contiguous, so its slice add runs at memory speed.
         """
-        xp = _xp(g)
+        xp = get_array_module(g)
         n, c, h, wd = self.x_shape
         (ph, pw), (ho, wo) = self.padding, out_size
         _, _, kh, kw = self.w.shape
@@ -169,7 +167,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     ``stride`` and ``padding`` (zeros) are an int or an (h, w) pair. The output
     is (N, out, (H + 2*ph - kh) // sh + 1, (W + 2*pw - kw) // sw + 1).
     """
-    stride, padding = _pair(stride, "conv2d: stride", 1), _pair(padding, "conv2d: padding", 0)
+    stride, padding = as_pair(stride, "conv2d: stride", 1), as_pair(padding, "conv2d: padding", 0)
     if x.ndim != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if w.ndim != 4:
@@ -215,7 +213,7 @@ class GELU(Function):
 
     def forward(self, x):
         self.x = x
-        self.t = _xp(x).tanh(_GELU_C * (x + 0.044715 * x * x * x))
+        self.t = get_array_module(x).tanh(_GELU_C * (x + 0.044715 * x * x * x))
         return 0.5 * x * (1 + self.t)
 
     def backward(self, grad):
@@ -231,7 +229,7 @@ class ELU(Function):
         self.alpha = alpha
 
     def forward(self, x):
-        xp = _xp(x)
+        xp = get_array_module(x)
         self.positive = x > 0
         # expm1 of min(x, 0): the branch that is thrown away cannot overflow.
         self.negative = self.alpha * xp.expm1(xp.minimum(x, 0))
@@ -239,20 +237,20 @@ class ELU(Function):
 
     def backward(self, grad):
         # d/dx alpha (e^x - 1) = alpha e^x = negative part + alpha
-        return _xp(grad).where(self.positive, grad, grad * (self.negative + self.alpha))
+        return get_array_module(grad).where(self.positive, grad, grad * (self.negative + self.alpha))
 
 
 class Softplus(Function):
     """log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|) so e^x never overflows."""
 
     def forward(self, x):
-        xp = _xp(x)
+        xp = get_array_module(x)
         self.x = x
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, grad):
         # The derivative is sigmoid(x), in the same overflow-free form as ops.Sigmoid.
-        return grad * (_xp(grad).tanh(self.x * 0.5) * 0.5 + 0.5)
+        return grad * (get_array_module(grad).tanh(self.x * 0.5) * 0.5 + 0.5)
 
 
 def gelu(x):
@@ -286,7 +284,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        e = _xp(x).exp(x - x.max(axis=self.axis, keepdims=True))
+        e = get_array_module(x).exp(x - x.max(axis=self.axis, keepdims=True))
         self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
 
@@ -302,13 +300,13 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = _xp(x)
+        xp = get_array_module(x)
         shifted = x - x.max(axis=self.axis, keepdims=True)
         self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return self.y
 
     def backward(self, grad):
-        return grad - _xp(grad).exp(self.y) * grad.sum(axis=self.axis, keepdims=True)
+        return grad - get_array_module(grad).exp(self.y) * grad.sum(axis=self.axis, keepdims=True)
 
 
 class PickClass(Function):
@@ -321,10 +319,10 @@ class PickClass(Function):
 
     def forward(self, a):
         self.classes = a.shape[self.axis]
-        return _xp(a).take_along_axis(a, self.index, axis=self.axis).squeeze(self.axis)
+        return get_array_module(a).take_along_axis(a, self.index, axis=self.axis).squeeze(self.axis)
 
     def backward(self, grad):
-        xp = _xp(grad)
+        xp = get_array_module(grad)
         shape = [1] * self.index.ndim
         shape[self.axis] = self.classes
         onehot = xp.arange(self.classes).reshape(shape) == self.index
@@ -346,7 +344,7 @@ def _class_index(logits: Tensor, target, axis: int):
     after checking its dtype, shape and values."""
     data = target.data if isinstance(target, Tensor) else target
     backend.check_same_device([logits.data, data], "cross_entropy")
-    data = _xp(logits.data).asarray(data)
+    data = get_array_module(logits.data).asarray(data)
     classes = logits.shape[axis]
     expected = logits.shape[:axis] + logits.shape[axis + 1 :]
     if data.dtype.kind not in "iu":
@@ -363,7 +361,7 @@ def _class_index(logits: Tensor, target, axis: int):
                 f"cross_entropy: target holds class {low if low < 0 else high} but the logits have "
                 f"{classes} classes along axis {axis}; classes must be in [0, {classes - 1}]"
             )
-    return _xp(data).expand_dims(data, axis)
+    return get_array_module(data).expand_dims(data, axis)
 
 
 def cross_entropy(logits, target, axis=1, reduction="mean"):
@@ -420,7 +418,7 @@ class GroupNorm(Function):
     def forward(self, x):
         xg = x.reshape(x.shape[0], self.groups, -1)
         centred = xg - xg.mean(axis=2, keepdims=True)
-        self.inv_std = 1 / _xp(x).sqrt((centred * centred).mean(axis=2, keepdims=True) + self.eps)
+        self.inv_std = 1 / get_array_module(x).sqrt((centred * centred).mean(axis=2, keepdims=True) + self.eps)
         self.x_hat = centred * self.inv_std
         return self.x_hat.reshape(x.shape)
 
@@ -469,7 +467,7 @@ class Pad(Function):
     def forward(self, x):
         top, bottom, left, right = self.padding
         h, w = x.shape[-2:]
-        out = _xp(x).full(x.shape[:-2] + (h + top + bottom, w + left + right), self.value, dtype=x.dtype)
+        out = get_array_module(x).full(x.shape[:-2] + (h + top + bottom, w + left + right), self.value, dtype=x.dtype)
         self.inside = (..., slice(top, top + h), slice(left, left + w))
         out[self.inside] = x
         return out
@@ -486,7 +484,7 @@ class UpsampleNearest(Function):
 
     def forward(self, x):
         s, (h, w) = self.scale, x.shape[-2:]
-        blocks = _xp(x).broadcast_to(x[..., :, None, :, None], x.shape[:-2] + (h, s, w, s))
+        blocks = get_array_module(x).broadcast_to(x[..., :, None, :, None], x.shape[:-2] + (h, s, w, s))
         return blocks.reshape(x.shape[:-2] + (h * s, w * s))
 
     def backward(self, grad):
@@ -504,7 +502,7 @@ class AvgPool2d(Function):
         (kh, kw), (sh, sw), (h, w) = self.kernel, self.stride, x.shape[-2:]
         self.in_shape = x.shape
         self.out_size = ((h - kh) // sh + 1, (w - kw) // sw + 1)
-        out = _xp(x).zeros(x.shape[:-2] + self.out_size, dtype=x.dtype)
+        out = get_array_module(x).zeros(x.shape[:-2] + self.out_size, dtype=x.dtype)
         for _, _, rows, cols in _tap_slices(self.kernel, self.stride, self.out_size):
             out += x[..., rows, cols]
         return out / (kh * kw)
@@ -512,7 +510,7 @@ class AvgPool2d(Function):
     def backward(self, grad):
         kh, kw = self.kernel
         share = grad / (kh * kw)
-        gx = _xp(grad).zeros(self.in_shape, dtype=grad.dtype)
+        gx = get_array_module(grad).zeros(self.in_shape, dtype=grad.dtype)
         for _, _, rows, cols in _tap_slices(self.kernel, self.stride, self.out_size):
             gx[..., rows, cols] += share
         return gx
@@ -538,8 +536,8 @@ def upsample_nearest(x, scale=2):
 
 def avg_pool2d(x, kernel_size=2, stride=None):
     """Average pooling of NCHW ``x``; ``stride`` defaults to ``kernel_size``."""
-    kernel = _pair(kernel_size, "avg_pool2d: kernel_size", 1)
-    stride = kernel if stride is None else _pair(stride, "avg_pool2d: stride", 1)
+    kernel = as_pair(kernel_size, "avg_pool2d: kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "avg_pool2d: stride", 1)
     if kernel[0] > x.shape[-2] or kernel[1] > x.shape[-1]:
         raise ValueError(
             f"avg_pool2d: kernel {kernel[0]}x{kernel[1]} is larger than the input {tuple(x.shape)}"

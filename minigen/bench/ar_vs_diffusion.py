@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import backend, optim
-from . import functional as F
-from .autograd import Tensor
-from .bench import count_flops, crossover, facts_line, machine_facts, measure, run_in_fresh_process, time_sequential
-from .checkpoint import write_atomically
-from .creation import tensor
-from .models.ddpm import DDPM, Schedule, q_sample
-from .models.pixelcnn import PixelCNN
+from ..engine import backend, optim
+from ..engine import functional as F
+from ..engine.autograd import Tensor
+from .timing import count_flops, crossover, facts_line, machine_facts, measure, run_in_fresh_process, time_sequential
+from ..checkpoint import write_atomically
+from ..engine.creation import tensor
+from ..models.ddpm import DDPM, Schedule, q_sample
+from ..models.pixelcnn import PixelCNN
 
 PIXELCNN = dict(levels=16, hidden=84, blocks=5)
 """The autoregressive network: 16 grey levels, about as many parameters as the U-Net."""
@@ -186,7 +186,7 @@ def torch_training_step(family: str, channels: int, size: int, batch: int):
     """The same step in PyTorch CPU eager, from the same weights and the same batch."""
     import torch
 
-    from .twins import TorchPixelCNN, TorchUNet
+    from .torch_twins import TorchPixelCNN, TorchUNet
 
     arrays = {k: torch.from_numpy(v) for k, v in training_inputs(family, channels, size, batch).items()}
     if family == "pixelcnn":
@@ -241,7 +241,7 @@ def bench_training(plan: Plan, device: str, with_torch: bool) -> list:
     ours = time_training("minigen", plan, device)
     theirs = None
     if with_torch and device == "cpu":
-        theirs = run_in_fresh_process("-m", "minigen.timing", "--torch-worker", json.dumps(asdict(plan)))
+        theirs = run_in_fresh_process("-m", "minigen.bench.ar_vs_diffusion", "--torch-worker", json.dumps(asdict(plan)))
     rows = []
     for k, row in enumerate(ours):
         twin = theirs[k] if theirs else None

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import backend
-from .nn import Conv2d, Linear
+from ..engine import backend
+from ..engine.nn import Conv2d, Linear
 
 
 @dataclass(frozen=True)

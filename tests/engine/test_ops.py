@@ -167,3 +167,35 @@ def test_reductions_keep_documented_shapes(shape, data):
         out.sum().backward()
         assert x.grad.shape == x.shape
         x.grad = None
+
+
+# ----------------------------------------------------------------------------
+# Casts and the creation helpers that keep model code at the Tensor level
+
+
+def test_astype_between_floats_passes_the_gradient_back_in_the_input_dtype(device, rng):
+    x = mg.tensor(rng.standard_normal((2, 3)), requires_grad=True, device=device)
+    y = x.astype("float64")
+    assert y.dtype == np.float64 and y.device == device
+    (y * y).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(mg.tensor(x.grad).numpy(), 2 * x.numpy(), rtol=1e-6)
+
+
+def test_astype_to_integers_rounds_towards_zero_and_records_no_graph(device):
+    x = mg.tensor([1.7, -2.5, 3.0], requires_grad=True, device=device)
+    y = x.astype("int64")
+    assert y.dtype == np.int64 and not y.requires_grad
+    assert y.numpy().tolist() == [1, -2, 3]
+    assert x.astype("float32") is x  # no copy, no node for a cast to the same dtype
+
+
+def test_full_and_arange_follow_numpy_with_the_house_dtypes(device):
+    assert mg.full((2, 3), 7, device=device).dtype == np.int64
+    filled = mg.full(4, 0.5, device=device)
+    assert filled.dtype == np.float32 and filled.device == device and filled.numpy().tolist() == [0.5] * 4
+    assert mg.full((2,), 1, dtype="float32").dtype == np.float32
+    assert mg.arange(5, device=device).numpy().tolist() == [0, 1, 2, 3, 4]
+    assert mg.arange(2, 8, 3).numpy().tolist() == [2, 5]
+    halves = mg.arange(0, 1, 0.25)
+    assert halves.dtype == np.float32 and halves.numpy().tolist() == [0, 0.25, 0.5, 0.75]

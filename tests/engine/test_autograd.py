@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen import backend
-from minigen.autograd import Function, unbroadcast
+from minigen.engine import backend
+from minigen.engine.autograd import Function, unbroadcast
 
 
 def test_backward_values(device):

@@ -13,6 +13,7 @@ initialisation of every layer (see each class).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import namedtuple
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import Tensor
+from .autograd import Tensor, no_grad
 
 
 class Parameter(Tensor):
@@ -39,7 +40,7 @@ class Parameter(Tensor):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-def _is_array(value) -> bool:
+def is_array(value) -> bool:
     return isinstance(value, np.ndarray) or backend.is_cupy_array(value)
 
 
@@ -70,7 +71,7 @@ def check_state(owner: str, expected: dict, state: dict, strict: bool = True) ->
     return IncompatibleKeys(missing, unexpected)
 
 
-def _array_like(value, like):
+def array_like(value, like):
     """A fresh copy of ``value`` (array or Tensor) with ``like``'s device and dtype."""
     if isinstance(value, Tensor):
         value = value.data
@@ -156,7 +157,7 @@ class Module:
         self._set_buffer(name, array)
 
     def _set_buffer(self, name: str, array) -> None:
-        if not _is_array(array):
+        if not is_array(array):
             raise TypeError(
                 f"buffer {name!r} must be a NumPy or CuPy array, got {type(array).__name__}; "
                 "pass tensor.data for a Tensor"
@@ -216,6 +217,21 @@ class Module:
     def eval(self) -> "Module":
         return self.train(False)
 
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Inside this block: eval mode and no graph; afterwards the previous mode is back.
+
+        Sampling and scoring use it, so that a model being trained can be
+        evaluated in the middle of training and carry on as it was.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                yield self
+        finally:
+            self.train(was_training)
+
     def zero_grad(self) -> None:
         """Forget the gradients (set them to None) before the next backward."""
         for p in self.parameters():
@@ -261,7 +277,7 @@ class Module:
         for name, (module, registry, key) in entries.items():
             if name not in state:
                 continue
-            new = _array_like(state[name], current[name])
+            new = array_like(state[name], current[name])
             if registry == "_parameters":
                 module._parameters[key].data = new
             else:
@@ -303,10 +319,6 @@ def _check_sizes(layer: str, **sizes) -> None:
             raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
 
 
-def _pair(value) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
 # ----------------------------------------------------------------------------
 # Layers with parameters
 
@@ -343,7 +355,7 @@ class Conv2d(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True):
         super().__init__()
-        kh, kw = _pair(kernel_size)
+        kh, kw = F.as_pair(kernel_size, "Conv2d: kernel_size", 1)
         _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels, kernel_height=kh, kernel_width=kw)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
@@ -407,7 +419,7 @@ class Embedding(Module):
         """The indices as an integer array on weight's device, all in range."""
         if isinstance(indices, Tensor):
             indices = indices.data
-        if not _is_array(indices):
+        if not is_array(indices):
             indices = backend.get_array_module(self.weight.data).asarray(indices)
         backend.check_same_device([indices, self.weight.data], "Embedding")
         if indices.dtype.kind not in "iu":

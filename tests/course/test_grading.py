@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from minigen import cli
-from minigen.exercises import CHAPTERS, TASKS, chapter_source, differences, generate, task_by_id
-from minigen.grading import grade
+from minigen.course.exercises import CHAPTERS, TASKS, chapter_source, differences, generate, task_by_id
+from minigen.course.grading import grade
 
 ROOT = Path(__file__).resolve().parents[2]
 GRADED = ROOT / "tests" / "graded"
-MUTANTS = sorted((ROOT / "tests" / "grading_mutants").glob("*.py"))
+MUTANTS = sorted((ROOT / "tests" / "course" / "grading_mutants").glob("*.py"))
 MAX_SCORE = sum(task.points for task in TASKS)
 
 
@@ -63,7 +63,7 @@ def with_replacement(solutions, tmp_path, chapter, source):
 
 
 def test_committed_stubs_match_the_generator():
-    assert differences(ROOT / "exercises") == [], "run: python -m minigen.exercises"
+    assert differences(ROOT / "exercises") == [], "run: python -m minigen.course.exercises"
 
 
 def test_generator_writes_every_chapter_and_checks_for_drift(tmp_path):

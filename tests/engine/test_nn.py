@@ -113,6 +113,21 @@ def test_train_and_eval_reach_every_module():
     assert len(list(net.modules())) == 1 + 1 + 2 * 3 + 1  # net, list, 2 x (block, conv, norm), head
 
 
+def test_evaluating_turns_off_training_and_the_graph_then_restores_both():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    with model.evaluating():
+        assert not any(m.training for m in model.modules())
+        assert not model(mg.tensor([[1.0, 2.0]])).requires_grad
+    assert all(m.training for m in model.modules())
+    assert model(mg.tensor([[1.0, 2.0]])).requires_grad
+    model.eval()
+    with pytest.raises(KeyError):  # the mode comes back even when the block fails
+        with model.evaluating():
+            raise KeyError("boom")
+    assert not any(m.training for m in model.modules())
+    assert mg.is_grad_enabled()
+
+
 def test_zero_grad_sets_gradients_to_none():
     layer = nn.Linear(2, 3)
     layer(mg.randn(4, 2)).sum().backward()
@@ -283,7 +298,7 @@ def test_bias_false_means_no_bias_parameter():
     "make, message",
     [
         (lambda: nn.Linear(0, 3), "Linear: in_features must be a positive int, got 0"),
-        (lambda: nn.Conv2d(2, 3, 2.5), "Conv2d: kernel_height must be a positive int, got 2.5"),
+        (lambda: nn.Conv2d(2, 3, 2.5), "Conv2d: kernel_size must be an int >= 1 or a pair of them, got 2.5"),
         (lambda: nn.GroupNorm(4, 6), r"num_channels \(6\) must be divisible by num_groups \(4\)"),
         (lambda: nn.Embedding(10, -1), "embedding_dim must be a positive int"),
         (lambda: nn.Dropout(1.0), r"p must be in \[0, 1\), got 1.0"),

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .models.pixelcnn import PixelCNN, causal_mask, channel_groups
-from .models.unet import UNet, _groups, timestep_embedding, unet_layout
-from .autograd import Tensor
+from ..models.pixelcnn import PixelCNN, causal_mask, channel_groups
+from ..models.unet import UNet, group_count, timestep_embedding, unet_layout
+from ..engine.autograd import Tensor
 
 
 def _load(twin: nn.Module, model) -> nn.Module:
@@ -100,10 +100,10 @@ class TorchResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, embed_dim: int, groups: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(in_channels, groups), in_channels)
+        self.norm1 = nn.GroupNorm(group_count(in_channels, groups), in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.embed = nn.Linear(embed_dim, out_channels)
-        self.norm2 = nn.GroupNorm(_groups(out_channels, groups), out_channels)
+        self.norm2 = nn.GroupNorm(group_count(out_channels, groups), out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -128,7 +128,7 @@ class TorchUNet(nn.Module):
         self.down = nn.ModuleList(self._layer(spec, embed_dim, groups) for spec in down)
         self.middle = TorchResBlock(middle, middle, embed_dim, groups)
         self.up = nn.ModuleList(self._layer(spec, embed_dim, groups) for spec in up)
-        self.norm_out = nn.GroupNorm(_groups(width, groups), width)
+        self.norm_out = nn.GroupNorm(group_count(width, groups), width)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
 
     @staticmethod

@@ -10,11 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .backend import get_array_module
 from .autograd import Function, Tensor, as_tensor
 
-
-def _xp(*arrays):
-    return backend.get_array_module(*arrays)
 
 
 # ----------------------------------------------------------------------------
@@ -108,7 +106,7 @@ class Pow(Function):
     def backward(self, grad):
         a, b = self.a, self.b
         ga = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
-        gb = grad * self.y * _xp(a).log(a) if self.needs_input_grad[1] else None
+        gb = grad * self.y * get_array_module(a).log(a) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -143,7 +141,7 @@ class MatMul(Function):
 
 class Exp(Function):
     def forward(self, a):
-        self.y = _xp(a).exp(a)
+        self.y = get_array_module(a).exp(a)
         return self.y
 
     def backward(self, grad):
@@ -153,7 +151,7 @@ class Exp(Function):
 class Log(Function):
     def forward(self, a):
         self.a = a
-        return _xp(a).log(a)
+        return get_array_module(a).log(a)
 
     def backward(self, grad):
         return grad / self.a
@@ -161,7 +159,7 @@ class Log(Function):
 
 class Sqrt(Function):
     def forward(self, a):
-        self.y = _xp(a).sqrt(a)
+        self.y = get_array_module(a).sqrt(a)
         return self.y
 
     def backward(self, grad):
@@ -170,7 +168,7 @@ class Sqrt(Function):
 
 class Tanh(Function):
     def forward(self, a):
-        self.y = _xp(a).tanh(a)
+        self.y = get_array_module(a).tanh(a)
         return self.y
 
     def backward(self, grad):
@@ -180,7 +178,7 @@ class Tanh(Function):
 class Sigmoid(Function):
     def forward(self, a):
         # 0.5 * (1 + tanh(a / 2)) equals 1 / (1 + exp(-a)) and never overflows.
-        xp = _xp(a)
+        xp = get_array_module(a)
         self.y = xp.tanh(a * 0.5) * 0.5 + 0.5
         return self.y
 
@@ -199,8 +197,8 @@ class ReLU(Function):
 
 class Abs(Function):
     def forward(self, a):
-        self.sign = _xp(a).sign(a)
-        return _xp(a).abs(a)
+        self.sign = get_array_module(a).sign(a)
+        return get_array_module(a).abs(a)
 
     def backward(self, grad):
         return grad * self.sign
@@ -216,7 +214,7 @@ class Clip(Function):
         self.inside = (a >= (-np.inf if self.low is None else self.low)) & (
             a <= (np.inf if self.high is None else self.high)
         )
-        return _xp(a).clip(a, self.low, self.high)
+        return get_array_module(a).clip(a, self.low, self.high)
 
     def backward(self, grad):
         return grad * self.inside
@@ -229,11 +227,11 @@ class Where(Function):
         self.condition = condition
 
     def forward(self, a, b):
-        return _xp(a).where(self.condition, a, b)
+        return get_array_module(a).where(self.condition, a, b)
 
     def backward(self, grad):
-        zero = _xp(grad).zeros((), dtype=grad.dtype)
-        return (_xp(grad).where(self.condition, grad, zero), _xp(grad).where(self.condition, zero, grad))
+        zero = get_array_module(grad).zeros((), dtype=grad.dtype)
+        return (get_array_module(grad).where(self.condition, grad, zero), get_array_module(grad).where(self.condition, zero, grad))
 
 
 # ----------------------------------------------------------------------------
@@ -252,7 +250,7 @@ def _normalize_axes(axis, ndim: int) -> tuple:
 
 def _expand_reduced(grad, axes: tuple, keepdims: bool):
     """Put back the reduced axes (as size 1) so grad broadcasts against the input."""
-    return grad if keepdims else _xp(grad).expand_dims(grad, axes)
+    return grad if keepdims else get_array_module(grad).expand_dims(grad, axes)
 
 
 class Sum(Function):
@@ -266,7 +264,7 @@ class Sum(Function):
 
     def backward(self, grad):
         grad = _expand_reduced(grad, self.axes, self.keepdims)
-        return _xp(grad).broadcast_to(grad, self.shape)
+        return get_array_module(grad).broadcast_to(grad, self.shape)
 
 
 class Max(Function):
@@ -283,7 +281,7 @@ class Max(Function):
 
     def backward(self, grad):
         a, axes = self.a, self.axes
-        xp = _xp(a)
+        xp = get_array_module(a)
         kept = [i for i in range(a.ndim) if i not in axes]
         order = kept + list(axes)  # reduced axes last, flattened into one
         moved = a.transpose(order)
@@ -328,7 +326,7 @@ class BroadcastTo(Function):
         self.shape = tuple(shape)
 
     def forward(self, a):
-        return _xp(a).broadcast_to(a, self.shape)
+        return get_array_module(a).broadcast_to(a, self.shape)
 
     def backward(self, grad):
         return grad  # the engine sums it back to the input's shape
@@ -360,12 +358,12 @@ class GetItem(Function):
         self.index = index
 
     def forward(self, a):
-        self.index = _index_arrays(self.index, _xp(a))
+        self.index = _index_arrays(self.index, get_array_module(a))
         self.in_shape, self.in_dtype = a.shape, a.dtype
         return a[self.index]
 
     def backward(self, grad):
-        xp = _xp(grad)
+        xp = get_array_module(grad)
         out = xp.zeros(self.in_shape, dtype=self.in_dtype)
         if _is_basic_index(self.index):
             out[self.index] = grad
@@ -374,17 +372,31 @@ class GetItem(Function):
         return out
 
 
+class Cast(Function):
+    """x.astype(dtype); the gradient is cast back to the input's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, a):
+        self.in_dtype = a.dtype
+        return a.astype(self.dtype)
+
+    def backward(self, grad):
+        return grad.astype(self.in_dtype)
+
+
 class Concatenate(Function):
     def __init__(self, axis=0):
         self.axis = axis
 
     def forward(self, *arrays):
         self.sizes = [a.shape[self.axis] for a in arrays]
-        return _xp(*arrays).concatenate(arrays, axis=self.axis)
+        return get_array_module(*arrays).concatenate(arrays, axis=self.axis)
 
     def backward(self, grad):
         splits = np.cumsum(self.sizes)[:-1].tolist()
-        return tuple(_xp(grad).split(grad, splits, axis=self.axis))
+        return tuple(get_array_module(grad).split(grad, splits, axis=self.axis))
 
 
 # ----------------------------------------------------------------------------
@@ -443,6 +455,17 @@ def transpose(x, *axes):
 
 
 def broadcast_to(x, shape): return BroadcastTo(shape)(x)
+
+
+def astype(x, dtype):
+    """``x`` converted to ``dtype`` (a copy). Gradients flow only between floating dtypes:
+    a cast to an integer or boolean dtype gives a constant, as rounding has no gradient."""
+    x = as_tensor(x)
+    if np.dtype(dtype) == x.dtype:
+        return x
+    if np.dtype(dtype).kind != "f":
+        return Tensor(x.data.astype(np.dtype(dtype)))
+    return Cast(dtype)(x)
 def getitem(x, index): return GetItem(index)(x)
 
 
@@ -479,7 +502,7 @@ _METHODS = {
     "__gt__": _compare(lambda a, b: a > b), "__ge__": _compare(lambda a, b: a >= b),
     "exp": exp, "log": log, "sqrt": sqrt, "tanh": tanh, "sigmoid": sigmoid, "relu": relu,
     "abs": abs, "clip": clip, "sum": sum, "mean": mean, "max": max, "min": min,
-    "reshape": reshape, "transpose": transpose, "broadcast_to": broadcast_to,
+    "reshape": reshape, "transpose": transpose, "broadcast_to": broadcast_to, "astype": astype,
 }
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -8,7 +8,7 @@ library itself (``--target reference``). A task earns its points when every
 check of the task passes.
 
 :func:`grade` runs pytest in a child process with the plugin
-:mod:`minigen.grading_plugin`, which logs every test's start and result to a
+:mod:`minigen.course.grading_plugin`, which logs every test's start and result to a
 file as it goes; this module reads the log, so a student's function that
 raises, hangs (a per-test alarm, and a time limit on the whole process) or
 prints (pytest captures it) costs only its own task. If the child dies
@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import write_atomically
+from ..checkpoint import write_atomically
 from .exercises import TASKS, task_by_id
 
 DEFAULT_TIMEOUT = 10.0  # seconds per graded test; the reference needs well under one
@@ -149,7 +149,7 @@ def grade(target: str = "exercises", tasks=None, timeout: float = DEFAULT_TIMEOU
     result = GradeResult(chosen)
     with tempfile.TemporaryDirectory(prefix="minigen-grade-") as scratch:
         log = Path(scratch) / "events.jsonl"
-        base = [sys.executable, "-m", "pytest", str(tests_dir), "-p", "minigen.grading_plugin", "-q",
+        base = [sys.executable, "-m", "pytest", str(tests_dir), "-p", "minigen.course.grading_plugin", "-q",
                 "-p", "no:cacheprovider", "--grade-target", target, "--grade-timeout", str(timeout),
                 "--grade-log", str(log), "-m", " or ".join(task.marker for task in chosen)]
         excluded: list = []

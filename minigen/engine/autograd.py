@@ -52,7 +52,7 @@ def is_grad_enabled() -> bool:
 # Tensor
 
 
-def _default_dtype(array) -> np.dtype:
+def default_dtype(array) -> np.dtype:
     """float32 for any floating input (the house default), else keep the dtype."""
     dtype = np.dtype(array.dtype)
     return np.dtype(np.float32) if dtype.kind == "f" else dtype
@@ -283,7 +283,7 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
         return value
     if like is None:
         array = np.asarray(value)
-        return Tensor(array.astype(_default_dtype(array), copy=False))
+        return Tensor(array.astype(default_dtype(array), copy=False))
     xp = backend.get_array_module(like.data)
     if not isinstance(value, (int, float, bool, np.number)) and backend.device_of(value) != like.device:
         raise backend.DeviceError(

@@ -16,7 +16,7 @@ import math
 
 from . import backend
 from .autograd import Tensor
-from .nn import _array_like, _is_array, check_state
+from .nn import array_like, check_state, is_array
 
 # What each hyperparameter must satisfy, and how to say so.
 _RULES = {
@@ -77,7 +77,7 @@ class Optimizer:
         for index, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is None:
                 continue
-            arrays = [p.data, p.grad] + [v for v in state.values() if _is_array(v)]
+            arrays = [p.data, p.grad] + [v for v in state.values() if is_array(v)]
             backend.check_same_device(arrays, f"{type(self).__name__}.step (parameter {index})")
             self._update(p.data, p.grad, state)
 
@@ -90,7 +90,7 @@ class Optimizer:
         return {
             "type": type(self).__name__,
             "hyperparameters": {key: getattr(self, key) for key in self.hyperparameters},
-            "state": [{k: v.copy() if _is_array(v) else v for k, v in s.items()} for s in self.state],
+            "state": [{k: v.copy() if is_array(v) else v for k, v in s.items()} for s in self.state],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -112,7 +112,7 @@ class Optimizer:
             f"parameter {index} {key}": (self.params[index].data, value)
             for index, entries in enumerate(per_parameter)
             for key, value in entries.items()
-            if _is_array(value)
+            if is_array(value)
         }
         check_state(
             f"{name}.load_state_dict",
@@ -121,7 +121,7 @@ class Optimizer:
         )
         self._set_hyperparameters(dict(hyper))  # validates every value before setting any
         self.state = [
-            {key: _array_like(value, p.data) if _is_array(value) else value for key, value in entries.items()}
+            {key: array_like(value, p.data) if is_array(value) else value for key, value in entries.items()}
             for p, entries in zip(self.params, per_parameter)
         ]
 
@@ -130,7 +130,7 @@ class Optimizer:
         device = backend.check_device(device)
         for state in self.state:
             for key, value in state.items():
-                if _is_array(value):
+                if is_array(value):
                     state[key] = backend.to_device(value, device)
         return self
 
@@ -250,7 +250,7 @@ class EMA:
         params = dict(module.named_parameters())
         check_state("EMA.copy_to", {name: p.data for name, p in params.items()}, self.shadow)
         for name, p in params.items():
-            p.data = _array_like(self.shadow[name], p.data)
+            p.data = array_like(self.shadow[name], p.data)
 
     @contextlib.contextmanager
     def average_parameters(self, module=None):
@@ -273,7 +273,7 @@ class EMA:
         check_state("EMA.load_state_dict", {name: p.data for name, p in params.items()}, state["shadow"])
         _check_hyperparameter("EMA", "decay", state["decay"])
         self.decay = state["decay"]
-        self.shadow = {name: _array_like(state["shadow"][name], p.data) for name, p in params.items()}
+        self.shadow = {name: array_like(state["shadow"][name], p.data) for name, p in params.items()}
 
     def to(self, device: str) -> "EMA":
         """Move the averages to ``device``. Returns self."""

@@ -8,7 +8,7 @@ import pytest
 
 import minigen as mg
 from minigen import nn, optim
-from minigen.autograd import Tensor
+from minigen.engine.autograd import Tensor
 from minigen.data import batches, load_digits
 from minigen.models.ddpm import (
     DDPM, SCHEDULES, Schedule, ddim_timesteps, eps_from_x0, gaussian_kl, posterior_mean, q_sample, x0_from_eps)

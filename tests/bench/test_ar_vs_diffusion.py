@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen import cli, timing
-from minigen.bench import StopTiming
+from minigen import cli
+from minigen.bench import ar_vs_diffusion as timing
+from minigen.bench.timing import StopTiming
 from minigen.models.pixelcnn import PixelCNN
 
 
@@ -72,7 +73,7 @@ def torch():
 
 
 def test_twins_compute_the_same_functions_as_minigen(torch):
-    from minigen.twins import TorchPixelCNN, TorchUNet
+    from minigen.bench.torch_twins import TorchPixelCNN, TorchUNet
 
     inputs = timing.training_inputs("pixelcnn", 1, 8, 2)
     model = timing.pixelcnn(1, "cpu")
