@@ -23,17 +23,16 @@ a SHA-256 checksum of the arrays. Three promises:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import secrets
 import struct
 import zipfile
 
 import numpy as np
 
 from .engine import backend
+from .files import write_atomically
 from .engine.autograd import Tensor
 
 FORMAT = "minigen-checkpoint"
@@ -113,39 +112,6 @@ def _checksum(arrays: dict) -> str:
         digest.update(json.dumps([key, array.dtype.str, list(array.shape)]).encode("utf-8"))
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def write_atomically(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    The data is flushed to disk (fsync) before the rename, and the rename is
-    atomic, so ``path`` is never seen half-written; on any error the
-    temporary file is removed and ``path`` is left as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX only; Windows cannot open a directory)."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 # ----------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from .bench import ar_vs_diffusion
 from .data import load_digits
 from .models.classifier import accuracy, train_classifier
 from .models.ddpm import DDPM, SCHEDULES
-from .train import (BOUND_TIMESTEPS, DATASETS, FAMILIES, TrainConfig, bits_per_dim, independent_pixel_nll, load_data,
+from .metrics import bits_per_dim, independent_pixel_nll
+from .train import (BOUND_TIMESTEPS, DATASETS, FAMILIES, TrainConfig, load_data,
                     model_from_checkpoint, read_checkpoint, train)
 from .viz import save_grid
 

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .engine import backend
-from .checkpoint import write_atomically
+from .files import write_atomically
 from .engine.autograd import Tensor
 
 DIGITS_LEVELS = 17
@@ -205,7 +205,7 @@ def _check_sha256(data: bytes, name: str, where: str, fix: str) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once (see ``checkpoint.write_atomically``)."""
+    """Write ``data`` to ``path`` all at once (see ``files.write_atomically``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(os.fspath(path), lambda file: file.write(data))
 

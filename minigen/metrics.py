@@ -1,4 +1,7 @@
-"""Sample quality without the internet: a digit classifier trained with the
+"""Every number the book reports, in one place: likelihoods in bits per
+dimension, the independent-pixel baseline they must beat, and sample quality.
+
+Sample quality without the internet: a digit classifier trained with the
 engine itself supplies the features and the class predictions.
 
 * Frechet distance (as in FID, Heusel et al. 2017, eq. 6) between real and
@@ -21,8 +24,42 @@ import math
 import numpy as np
 
 from .engine.autograd import Tensor, no_grad
-from .data import load_digits, quantize
+from .data import ImageSet, load_digits, quantize
 from .models.classifier import train_classifier
+
+
+# ----------------------------------------------------------------------------
+# Likelihood
+
+
+def bits_per_dim(nats_per_image, dims: int):
+    """nats per image -> bits per sub-pixel: divide by D ln 2 (D sub-pixels per image).
+
+    The unit of PixelCNN papers: 1 bit/dim means each sub-pixel costs as much
+    as a fair coin.
+    """
+    ### BEGIN SOLUTION
+    return nats_per_image / (dims * math.log(2))
+    ### END SOLUTION
+
+
+def independent_pixel_nll(train_set: ImageSet, test_set: ImageSet, smoothing: float = 1.0) -> float:
+    """Test NLL (nats per image) of the baseline that ignores all structure between pixels.
+
+    Each sub-pixel gets its own categorical distribution over the levels,
+    fitted on ``train_set`` by counting, with ``smoothing`` added to every
+    count (add-one by default, so a level never seen in training keeps some
+    probability). Any model worth training must beat it.
+    """
+    levels = np.arange(train_set.levels).reshape(1, -1, 1, 1, 1)
+    counts = (train_set.images[:, None] == levels).sum(axis=0) + smoothing  # (K, C, H, W)
+    log_probs = np.log(counts / counts.sum(axis=0))
+    one_hot = test_set.images[:, None] == levels
+    return float(-(one_hot * log_probs).sum() / len(test_set))
+
+
+# ----------------------------------------------------------------------------
+# Sample quality
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,7 +87,7 @@ def features_and_predictions(images: np.ndarray, levels: int, batch_size: int = 
     return np.concatenate(features).astype(np.float64), np.concatenate(classes)
 
 
-def _sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
+def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
     """Square root of a symmetric positive semi-definite matrix via its eigenvectors."""
     values, vectors = np.linalg.eigh(matrix)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -60,7 +97,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to feature sets a (N, F) and b (M, F)."""
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root_a = _sqrtm_psd(cov_a)
+    root_a = sqrtm_psd(cov_a)
     cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
     trace_sqrt = np.sqrt(np.clip(cross, 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)

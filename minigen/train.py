@@ -39,10 +39,8 @@ from .engine.autograd import no_grad
 from .checkpoint import CheckpointError, load, save
 from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
 from .models.ddpm import DDPM
-from .models.pixelcnn import AutoregressiveImageModel, GatedPixelCNN, PixelCNN
-
-bits_per_dim = AutoregressiveImageModel.bits_per_dim  # nats per image -> bits per sub-pixel
-
+from .metrics import bits_per_dim
+from .models.pixelcnn import GatedPixelCNN, PixelCNN
 
 # ----------------------------------------------------------------------------
 # What differs between families and data sets
@@ -361,18 +359,3 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
               f"{len(test_set)} test images, EMA weights, step {step})")
     return {"model": model, "losses": losses, "step": step, "test_nll": nll, "test_bits_per_dim": bpd,
             "image_shape": tuple(test_set.images.shape[1:]), "seconds": seconds}
-
-
-def independent_pixel_nll(train_set: ImageSet, test_set: ImageSet, smoothing: float = 1.0) -> float:
-    """Test NLL (nats per image) of the baseline that ignores all structure between pixels.
-
-    Each sub-pixel gets its own categorical distribution over the levels,
-    fitted on ``train_set`` by counting, with ``smoothing`` added to every
-    count (add-one by default, so a level never seen in training keeps some
-    probability). Any model worth training must beat it.
-    """
-    levels = np.arange(train_set.levels).reshape(1, -1, 1, 1, 1)
-    counts = (train_set.images[:, None] == levels).sum(axis=0) + smoothing  # (K, C, H, W)
-    log_probs = np.log(counts / counts.sum(axis=0))
-    one_hot = test_set.images[:, None] == levels
-    return float(-(one_hot * log_probs).sum() / len(test_set))

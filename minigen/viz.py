@@ -17,7 +17,7 @@ import numpy as np
 
 from .engine import backend
 from .engine.autograd import Tensor
-from .checkpoint import write_atomically
+from .files import write_atomically
 
 BORDER = 0.5  # the grey between the images of a grid
 MIN_SIZE = 32  # save_grid enlarges images smaller than this (pixels) to be visible

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen.data import load_digits
+from minigen.data import ImageSet, load_digits
 from minigen.models.classifier import train_classifier
-from minigen.metrics import _sqrtm_psd, class_balance, frechet_distance, sample_quality
+from minigen.metrics import bits_per_dim, class_balance, frechet_distance, independent_pixel_nll, sample_quality, sqrtm_psd
 
 
 def test_sqrtm_of_a_psd_matrix():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((5, 5))
     m = a @ a.T
-    root = _sqrtm_psd(m)
+    root = sqrtm_psd(m)
     np.testing.assert_allclose(root @ root, m, atol=1e-10)
 
 
@@ -61,3 +61,14 @@ def test_the_classifier_depends_on_its_seed_only_and_leaves_the_callers_stream_a
         np.testing.assert_array_equal(second.state_dict()[name], value, err_msg=name)
     mg.manual_seed(1)
     assert np.array_equal(mg.randn(3).numpy(), after_first), "the caller's random stream is untouched"
+
+
+def test_independent_pixels_fit_counts_with_add_one_smoothing():
+    train_set = ImageSet(np.array([[[[0, 1]]], [[[0, 0]]]], dtype=np.uint8), np.zeros(2, int), 2)
+    test_set = ImageSet(np.array([[[[1, 1]]]], dtype=np.uint8), np.zeros(1, int), 2)
+    # pixel 0: one 1 in two images -> (0 + 1) / (2 + 2); pixel 1: (1 + 1) / (2 + 2)
+    assert independent_pixel_nll(train_set, test_set) == pytest.approx(-np.log(1 / 4) - np.log(2 / 4))
+
+
+def test_bits_per_dim_converts_nats():
+    assert bits_per_dim(64 * np.log(2), 64) == pytest.approx(1.0)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen.data import ImageSet, load_digits
-from minigen.train import (FAMILIES, TrainConfig, build_model, independent_pixel_nll, load_data, load_model,
+from minigen.data import load_digits
+from minigen.train import (FAMILIES, TrainConfig, build_model, load_data, load_model,
                            read_checkpoint, train)
 from minigen.viz import image_grid, save_grid
 
@@ -138,13 +138,6 @@ def test_data_sets_come_as_integer_levels():
     assert digits.levels == 4 and digits.images.max() == 3 and digits.images.shape[1:] == (1, 8, 8)
     with pytest.raises(ValueError, match="unknown data set 'faces'"):
         load_data("faces", "train", 2)
-
-
-def test_independent_pixels_fit_counts_with_add_one_smoothing():
-    train_set = ImageSet(np.array([[[[0, 1]]], [[[0, 0]]]], dtype=np.uint8), np.zeros(2, int), 2)
-    test_set = ImageSet(np.array([[[[1, 1]]]], dtype=np.uint8), np.zeros(1, int), 2)
-    # pixel 0: one 1 in two images -> (0 + 1) / (2 + 2); pixel 1: (1 + 1) / (2 + 2)
-    assert independent_pixel_nll(train_set, test_set) == pytest.approx(-np.log(1 / 4) - np.log(2 / 4))
 
 
 def test_every_family_scores_images_in_nats():

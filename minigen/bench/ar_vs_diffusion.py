@@ -32,7 +32,7 @@ from ..engine import backend, optim
 from ..engine import functional as F
 from ..engine.autograd import Tensor
 from .timing import count_flops, crossover, facts_line, machine_facts, measure, run_in_fresh_process, time_sequential
-from ..checkpoint import write_atomically
+from ..files import write_atomically, write_text_atomically
 from ..engine.creation import tensor
 from ..models.ddpm import DDPM, Schedule, q_sample
 from ..models.pixelcnn import PixelCNN
@@ -367,8 +367,8 @@ def write_outputs(result: dict, out_dir) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "timing.json", "markdown": out / "timing.md", "plot": out / "timing.png"}
-    write_atomically(str(paths["json"]), lambda file: file.write(json.dumps(result, indent=2).encode()))
-    write_atomically(str(paths["markdown"]), lambda file: file.write((markdown(result) + "\n").encode()))
+    write_text_atomically(paths["json"], json.dumps(result, indent=2))
+    write_text_atomically(paths["markdown"], markdown(result) + "\n")
     fig = figure(result)
     write_atomically(str(paths["plot"]), lambda file: fig.savefig(file, format="png", dpi=120))
     plt.close(fig)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import write_atomically
+from ..files import write_text_atomically
 
 BOOK = Path(__file__).resolve().parents[2] / "book"
 CHAPTER_GLOB = "[0-9][0-9]-*.md"
@@ -149,7 +149,7 @@ def export(out_dir, execute: bool = False, fast: bool = False, book: Path | None
         nbformat.validate(notebook)
         target = out_dir / f"{chapter.path.stem}.ipynb"
         text = nbformat.writes(notebook)
-        write_atomically(str(target), lambda file: file.write(text.encode("utf-8")))
+        write_text_atomically(target, text)
         written.append(target)
     return written
 

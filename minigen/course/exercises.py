@@ -93,7 +93,7 @@ TASKS = (
          "open rows above the centre and taps left of it; at the centre compare the groups."),
     Task("4.1", _PIX, "categorical_log_prob", "PixelCNN log-likelihood", 2,
          "F.cross_entropy(..., axis=1, reduction='none') gives -log p per sub-pixel; sum per image."),
-    Task("4.2", _PIX, "bits_per_dim", "bits per dimension", 1,
+    Task("4.2", "minigen.metrics", "bits_per_dim", "bits per dimension", 1,
          "one nat is 1 / ln 2 bits; divide by the number of sub-pixels too."),
     Task("4.3", _PIX, "sample_levels", "inverse-CDF sampling", 2,
          "softmax, cumulative sum, count the levels whose cumulative probability is <= u."),

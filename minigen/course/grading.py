@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import write_atomically
+from ..files import write_text_atomically
 from .exercises import TASKS, task_by_id
 
 DEFAULT_TIMEOUT = 10.0  # seconds per graded test; the reference needs well under one
@@ -199,7 +199,7 @@ def _last_started(events: list, result: GradeResult):
 
 def write_report(result: GradeResult, path) -> None:
     text = json.dumps(result.gradescope(), indent=2) + "\n"
-    write_atomically(str(path), lambda file: file.write(text.encode()))
+    write_text_atomically(path, text)
 
 
 # ----------------------------------------------------------------------------

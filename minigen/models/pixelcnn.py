@@ -28,7 +28,6 @@ inverse-CDF rule, so for the same seed they give the same images.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -230,17 +229,6 @@ def categorical_log_prob(logits, x):
     ### END SOLUTION
 
 
-def bits_per_dim(nats_per_image, dims: int):
-    """nats per image -> bits per sub-pixel: divide by D ln 2 (D sub-pixels per image).
-
-    The unit of PixelCNN papers: 1 bit/dim means each sub-pixel costs as much
-    as a fair coin.
-    """
-    ### BEGIN SOLUTION
-    return nats_per_image / (dims * math.log(2))
-    ### END SOLUTION
-
-
 # ----------------------------------------------------------------------------
 # The shared machinery: likelihood and sampling
 
@@ -295,7 +283,6 @@ class AutoregressiveImageModel(nn.Module):
         """Mean negative log-likelihood in nats per image (the training loss)."""
         return -self.log_prob(x, labels).mean()
 
-    bits_per_dim = staticmethod(bits_per_dim)
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n: int, size=(8, 8), labels=None, temperature: float = 1.0,

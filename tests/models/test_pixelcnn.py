@@ -123,10 +123,6 @@ def test_conditional_probabilities_sum_to_one_for_each_class():
         assert abs(np.exp(model.log_prob(every_image, labels).numpy().astype(np.float64)).sum() - 1) < 1e-6
 
 
-def test_bits_per_dim_converts_nats():
-    assert PixelCNN.bits_per_dim(64 * np.log(2), 64) == pytest.approx(1.0)
-
-
 # ----------------------------------------------------------------------------
 # Sampling
 
