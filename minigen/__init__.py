@@ -6,6 +6,26 @@ The engine in one screen::
     x = mg.tensor([[1.0, 2.0]], requires_grad=True)
     y = (x * x).sum()
     y.backward()          # x.grad == 2 * x
+
+The house, one room per line (the README draws it as a tree)::
+
+    engine/      the autograd core: backend (NumPy or CuPy), Tensor and backward, ops,
+                 creation, functional, nn, optim, gradcheck
+    files        atomic writes
+    checkpoint   mg.save / mg.load;  data: data sets and batches;  viz: image grids
+    models/      pixelcnn, unet, diffusion (the process), ddpm (the module), classifier
+    metrics      bits/dim, the independent-pixel baseline, Frechet distance, class balance
+    train        one training loop for every family, checkpoints, resume
+    course/      exercise stubs, the grader and its pytest plugin, book tools
+    bench/       the timing harness, `minigen bench`, PyTorch twins
+    cli          the `minigen` command
+
+Imports point down only, layer by layer (:data:`LAYERS`, lowest first): a
+module may import from its own layer or a lower one, never a higher one. So
+the engine imports nothing else of minigen, and models never import course,
+bench, train or the CLI. No module imports another module's ``_private``
+name: a helper used in two places gets a public name and one home.
+tests/project/test_architecture.py enforces both.
 """
 
 from .engine import ops as _ops  # attaches operators and methods to Tensor
@@ -18,6 +38,17 @@ from .engine import backend, functional, nn, optim
 from .checkpoint import CheckpointError, load, save
 
 __version__ = "0.1.0"
+
+LAYERS = (
+    ("engine",),
+    ("files",),
+    ("checkpoint", "data", "viz"),
+    ("models",),
+    ("metrics", "train"),
+    ("course", "bench"),
+    ("cli", "__main__", "minigen"),
+)
+"""The import layers, lowest first: a module imports only from its own layer or below."""
 
 __all__ = [
     "Function", "Tensor", "DeviceError", "tensor", "zeros", "ones", "full", "arange", "randn", "rand", "randint",

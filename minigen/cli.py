@@ -1,6 +1,6 @@
 """The ``minigen`` command line: ``minigen --help`` lists what it can do.
 
-    minigen demo                                    # a Gated PixelCNN and a DDPM on the digits, ~3 minutes
+    minigen demo                                    # a Gated PixelCNN and a DDPM on the digits (minutes)
     minigen train pixelcnn --data digits --steps 2000 --checkpoint run.npz --samples run.png
     minigen train pixelcnn --data digits --steps 4000 --checkpoint run.npz --resume
     minigen sample --checkpoint run.npz --n 64 --out grid.png
@@ -34,16 +34,15 @@ from .train import (BOUND_TIMESTEPS, DATASETS, FAMILIES, TrainConfig, load_data,
 from .viz import save_grid
 
 # The demo's model: the family and settings that reached the best test NLL
-# on binarized digits in about a minute on 2 CPU cores. Measured: this Gated
-# PixelCNN reaches 17.3 nats/image in 800 steps; the best plain PixelCNN
-# (hidden 32, 5 blocks, tried with up to 1,800 steps) 17.9. Longer runs
-# overfit the 1,437 training images.
+# on binarized digits among those tried within a minute's training (the
+# demo's own table reports the NLL; longer runs overfit the 1,437 training
+# images).
 DEMO_FAMILY = "gated-pixelcnn"
 DEMO_MODEL = {"hidden": 32, "layers": 6}
 DEMO_STEPS = 800
 DEMO_BATCH_SIZE = 32
 DEMO_LR = 2e-3
-# The demo's DDPM: a small U-Net on the same binarized digits (~70 s on 2 cores).
+# The demo's DDPM: a small U-Net on the same binarized digits.
 DEMO_DDPM_MODEL = {"base_channels": 16, "T": 1000, "schedule": "cosine"}
 DEMO_DDPM_STEPS = 1500
 DEMO_DDPM_LR = 2e-3

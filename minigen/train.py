@@ -35,7 +35,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .engine import backend, optim
-from .engine.autograd import no_grad
 from .checkpoint import CheckpointError, load, save
 from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
 from .models.ddpm import DDPM
@@ -309,9 +308,8 @@ def evaluate_nll(model, data: ImageSet, family: str, conditional: bool = False,
                  batch_size: int = 256, device: str = "cpu") -> float:
     """The mean test NLL of ``model`` on ``data`` in nats per image (no gradients)."""
     score = FAMILIES[family].test_nll
-    model.eval()
     total = 0.0
-    with no_grad():
+    with model.evaluating():
         for x, labels in batches((data.images, data.labels), batch_size, shuffle=False, device=device):
             total += score(model, x, labels if conditional else None).sum().item()
     return total / len(data)
@@ -350,6 +348,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     losses = _fit(model, optimizer, ema, train_set, config, start)
     seconds = time.perf_counter() - began
     ema.copy_to()
+    model.eval()
     nll = evaluate_nll(model, test_set, config.family, config.conditional, device=config.device)
     bpd = bits_per_dim(nll, int(np.prod(test_set.images.shape[1:])))
     step = max(start, config.steps)

@@ -1,1 +1,9 @@
-"""Models built on the engine: the digit classifier now; PixelCNN and DDPM next."""
+"""The models, built on the engine's Tensor API only (nn, functional, mg.* creation).
+
+Autoregressive: ``pixelcnn`` (PixelCNN and Gated PixelCNN, exact likelihood,
+naive and cached sampling). Diffusion: ``diffusion`` (the Gaussian process:
+schedules, closed forms, posterior, sampling steps, likelihood terms), ``unet``
+(the denoising network) and ``ddpm`` (the module that ties them together).
+``classifier`` is the digit classifier that judges samples. Each family is
+built from one config dataclass (``config``: the pattern and its helpers).
+"""

@@ -1,7 +1,9 @@
 """A small convolutional digit classifier, trained with the engine itself.
 
-It is the engine's first real test (``minigen demo`` trains it) and, later,
-the feature extractor for sample-quality measures.
+It is the engine's first real test (``minigen classify`` trains it and
+reports its accuracy), and the judge of generated digits: minigen.metrics
+takes its penultimate features for Frechet distances and its predictions for
+class balance and guidance checks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from tqdm.auto import tqdm
 from ..engine import backend
 from ..engine import functional as F
 from ..engine import nn, optim
-from ..engine.autograd import no_grad
 from ..data import ImageSet, batches
 
 
@@ -39,9 +40,8 @@ class DigitClassifier(nn.Module):
 
 def accuracy(model: nn.Module, data: ImageSet, device: str = "cpu", batch_size: int = 512) -> float:
     """Fraction of ``data`` classified correctly."""
-    model.eval()
     correct = 0
-    with no_grad():
+    with model.evaluating():
         for x, y in batches((data.scaled(), data.labels), batch_size, shuffle=False, device=device):
             correct += int((model(x).numpy().argmax(axis=1) == y.numpy()).sum())
     return correct / len(data)
