@@ -9,6 +9,8 @@ instructors regenerate this file instead of editing it.
 
 from __future__ import annotations
 
+from minigen.engine.autograd import Function
+
 
 # Task 2.1: undo broadcasting (2 points)
 def unbroadcast(grad, shape: tuple):

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from minigen.engine.backend import get_array_module
-from minigen.engine.functional import conv_output_size
-from minigen.models.pixelcnn import _pair
+from minigen.engine.functional import as_pair, conv_output_size
 
 
 # Task 3.1: im2col for conv2d (3 points)
@@ -50,6 +49,6 @@ def causal_mask(out_groups, in_groups, kernel_size, mask_type: str) -> np.ndarra
     """
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
-    kh, kw = _pair(kernel_size)
+    kh, kw = as_pair(kernel_size, "kernel_size", 1)
     # Hint: open rows above the centre and taps left of it; at the centre compare the groups.
     raise NotImplementedError("Task 3.3: masks A and B with colour groups (causal_mask)")

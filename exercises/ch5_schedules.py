@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numpy as np
-from minigen.models.ddpm import MAX_BETA, Schedule, _at
+from minigen.models.diffusion import MAX_BETA, Schedule, at_step
 
 
 # Task 5.1: linear schedule (1 point)
@@ -55,8 +55,8 @@ def cosine_betas(T: int, s: float = 0.008) -> np.ndarray:
 def q_sample(schedule: Schedule, x0, t, noise):
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (Ho et al. eq. 4).
 
-    ``t`` holds one code step per image; ``_at(values, t, x0)`` picks values[t]
+    ``t`` holds one code step per image; ``at_step(values, t, x0)`` picks values[t]
     shaped to broadcast over the images.
     """
-    # Hint: _at(np.sqrt(schedule.alpha_bar), t, x0) is sqrt(alpha_bar_t) shaped for the images.
+    # Hint: at_step(schedule.sqrt_alpha_bar, t, x0) is sqrt(alpha_bar_t) shaped for the images.
     raise NotImplementedError("Task 5.4: closed-form forward process (q_sample)")

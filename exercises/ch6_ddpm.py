@@ -10,8 +10,7 @@ instructors regenerate this file instead of editing it.
 from __future__ import annotations
 
 import math
-import numpy as np
-from minigen.models.ddpm import Schedule, _at
+from minigen.models.diffusion import Schedule, at_step
 
 
 # Task 6.1: x0 from the predicted noise (1 point)

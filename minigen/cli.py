@@ -27,7 +27,9 @@ from .course import book, grading
 from .bench import ar_vs_diffusion
 from .data import load_digits
 from .models.classifier import accuracy, train_classifier
-from .models.ddpm import DDPM, SCHEDULES
+from .models.config import setting_names
+from .models.ddpm import DDIM_STEPS, DDPM, PREDICTIONS
+from .models.diffusion import SCHEDULES
 from .metrics import bits_per_dim, independent_pixel_nll
 from .train import (BOUND_TIMESTEPS, DATASETS, FAMILIES, TrainConfig, load_data,
                     model_from_checkpoint, read_checkpoint, train)
@@ -74,7 +76,7 @@ def _sampling_options(model, image_shape, args=None) -> dict:
     (ancestral "ddpm" over all T steps, or "ddim" over --steps), eta, guidance.
     """
     if isinstance(model, DDPM):
-        return {"sampler": getattr(args, "sampler", "ddim"), "steps": getattr(args, "steps", None) or 50,
+        return {"sampler": getattr(args, "sampler", "ddim"), "steps": getattr(args, "steps", None) or DDIM_STEPS,
                 "eta": getattr(args, "eta", 0.0), "guidance": getattr(args, "guidance", 1.0)}
     return {"size": tuple(image_shape[1:]), "temperature": getattr(args, "temperature", 1.0),
             "cached": not getattr(args, "naive", False)}
@@ -175,9 +177,7 @@ def _demo_table(rows, baseline: float) -> str:
 
 def _train(args) -> int:
     """Train (or resume) a model from the command-line settings."""
-    settings = {"hidden": args.hidden, "blocks": args.blocks, "layers": args.layers, "T": args.T,
-                "schedule": args.schedule, "base_channels": args.base_channels,
-                "prediction": args.prediction, "p_uncond": args.p_uncond}
+    settings = {name: getattr(args, name) for name in MODEL_OPTIONS}
     checkpoint = args.checkpoint or f"minigen-out/{args.family}-{args.data}.npz"
     config = TrainConfig(
         family=args.family, data=args.data, levels=args.levels,
@@ -231,6 +231,30 @@ def _positive(kind):
     return parse
 
 
+# The model settings `minigen train` offers, with their meaning; each family's
+# config dataclass holds the defaults, which the help reads from it.
+MODEL_OPTIONS = {
+    "hidden": (_positive(int), None, "feature maps per layer"),
+    "blocks": (_positive(int), None, "residual blocks"),
+    "layers": (_positive(int), None, "gated layers"),
+    "T": (_positive(int), None, "diffusion steps"),
+    "schedule": (str, sorted(SCHEDULES), "noise schedule"),
+    "base_channels": (_positive(int), None, "U-Net width"),
+    "prediction": (str, list(PREDICTIONS), "what the U-Net predicts"),
+    "p_uncond": (float, None, "label-dropout probability of a conditional model, for guidance"),
+}
+
+
+def _add_model_options(parser) -> None:
+    """One --option per MODEL_OPTIONS entry; its help lists each family's default from the family's config."""
+    for name, (kind, choices, meaning) in MODEL_OPTIONS.items():
+        defaults = [f"{family} {getattr(family_info.model_class.Config(), name)}"
+                    for family, family_info in FAMILIES.items()
+                    if name in setting_names(family_info.model_class.Config)]
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices,
+                            help=f"{meaning} (default: {'; '.join(defaults)})")
+
+
 def _label_list(text: str) -> list[int]:
     """An argparse type: comma-separated class labels, e.g. '0,1,2'."""
     try:
@@ -274,17 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="clip the gradient norm to this (default: no clipping)")
     train.add_argument("--ema-decay", type=float, default=0.999,
                        help="decay of the weight average (default 0.999)")
-    train.add_argument("--hidden", type=_positive(int), help="feature maps per layer (default: the model's)")
-    train.add_argument("--blocks", type=_positive(int),
-                       help="residual blocks of a pixelcnn (default: the model's)")
-    train.add_argument("--layers", type=_positive(int),
-                       help="layers of a gated-pixelcnn (default: the model's)")
-    train.add_argument("--T", type=_positive(int), help="diffusion steps of a ddpm (default 1000)")
-    train.add_argument("--schedule", choices=sorted(SCHEDULES), help="noise schedule of a ddpm (default linear)")
-    train.add_argument("--base-channels", type=_positive(int), help="U-Net width of a ddpm (default 32)")
-    train.add_argument("--prediction", choices=["eps", "x0", "v"], help="what a ddpm's U-Net predicts (default eps)")
-    train.add_argument("--p-uncond", type=float,
-                       help="a conditional ddpm's label-dropout probability for guidance (default 0.1)")
+    _add_model_options(train)
     train.add_argument("--conditional", action="store_true", help="condition on the class labels")
     train.add_argument("--checkpoint", help="checkpoint file, overwritten unless --resume "
                                             "(default minigen-out/FAMILY-DATA.npz)")

@@ -25,7 +25,6 @@ number, from which the data order follows (epoch e is shuffled with seed
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from .checkpoint import CheckpointError, load, save
 from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
 from .models.ddpm import DDPM
 from .metrics import bits_per_dim
+from .models.config import config_dict, configure, setting_names
 from .models.pixelcnn import GatedPixelCNN, PixelCNN
 
 # ----------------------------------------------------------------------------
@@ -145,18 +145,23 @@ RUN_SETTINGS = ("steps", "checkpoint", "checkpoint_every", "device", "verbose")
 
 
 def build_model(config: TrainConfig, data: ImageSet):
-    """A freshly initialised model of ``config.family`` for images like ``data``'s."""
+    """A freshly initialised model of ``config.family`` for images like ``data``'s.
+
+    The family's config dataclass says which settings exist; channels, levels,
+    classes and image size come from the data, the rest from ``config.model``.
+    """
     model_class = FAMILIES[config.family].model_class
+    names = setting_names(model_class.Config)
     from_data = {"channels": data.images.shape[1], "levels": config.levels,
                  "num_classes": int(data.labels.max()) + 1 if config.conditional else None,
                  "image_size": data.images.shape[-1]}
-    parameters = inspect.signature(model_class).parameters
-    allowed = [name for name in parameters if name not in from_data]
+    allowed = [name for name in names if name not in from_data]
     unknown = sorted(set(config.model) - set(allowed))
     if unknown:
         raise ValueError(f"{config.family} has no setting {', '.join(map(repr, unknown))}; "
                          f"its settings are {', '.join(allowed)}")
-    return model_class(**{k: v for k, v in from_data.items() if k in parameters}, **config.model)
+    settings = {name: value for name, value in from_data.items() if name in names} | config.model
+    return model_class(configure(model_class.Config, **settings))
 
 
 # ----------------------------------------------------------------------------
@@ -170,7 +175,7 @@ def _save_checkpoint(config, model, optimizer, ema, step: int, image_shape) -> N
     save({
         "step": step,
         "config": asdict(config),
-        "model_config": model.config,
+        "model_config": config_dict(model.config),
         "image_shape": list(image_shape),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -317,7 +322,7 @@ def evaluate_nll(model, data: ImageSet, family: str, conditional: bool = False,
 
 def _restore(saved: dict, config: TrainConfig, model, optimizer, ema) -> int:
     """Put the checkpoint ``saved`` back into the run's objects; returns its step."""
-    _check_resumable(config.checkpoint, saved["model_config"], model.config, "model settings")
+    _check_resumable(config.checkpoint, saved["model_config"], config_dict(model.config), "model settings")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     ema.load_state_dict(saved["ema"])

@@ -9,6 +9,7 @@ import pytest
 
 import minigen as mg
 from minigen.data import load_digits
+from minigen.models.config import config_dict
 from minigen.train import (FAMILIES, TrainConfig, build_model, load_data, load_model,
                            read_checkpoint, train)
 from minigen.viz import image_grid, save_grid
@@ -42,7 +43,7 @@ def test_checkpoint_holds_the_whole_run_and_rebuilds_the_model(tmp_path):
     result = train(config)
     state = read_checkpoint(config.checkpoint)
     assert state["step"] == 6 and state["config"]["lr"] == config.lr
-    assert state["model_config"] == result["model"].config and state["image_shape"] == [1, 8, 8]
+    assert state["model_config"] == config_dict(result["model"].config) and state["image_shape"] == [1, 8, 8]
     assert state["optimizer"]["type"] == "Adam" and state["optimizer"]["state"][0]["step"] == 6
     assert set(state["ema"]["shadow"]) == {name for name, _ in result["model"].named_parameters()}
     assert state["rng"] == mg.backend.get_rng_state()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.config import config_dict
 from ..models.pixelcnn import PixelCNN, causal_mask, channel_groups
 from ..models.unet import UNet, group_count, timestep_embedding, unet_layout
 from ..engine.autograd import Tensor
@@ -74,7 +75,7 @@ class TorchPixelCNN(nn.Module):
         """The same network with the same weights as a class-free minigen PixelCNN."""
         if model.num_classes is not None:
             raise ValueError("TorchPixelCNN mirrors class-free PixelCNNs only (num_classes=None)")
-        settings = {key: value for key, value in model.config.items() if key != "num_classes"}
+        settings = {key: value for key, value in config_dict(model.config).items() if key != "num_classes"}
         return _load(cls(**settings), model)
 
     def forward(self, x):

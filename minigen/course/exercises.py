@@ -7,12 +7,20 @@ body (or the part a student writes) between two marker lines::
     ...
     ### END SOLUTION
 
+and ``TASKS`` below is the one list of tasks. Everything else is derived from
+it: the grading plugin registers the pytest marker of each task (``task3_2``),
+and this generator writes the stubs and the task table of ``exercises/README.md``
+(between its ``<!-- BEGIN TASK LIST`` and ``<!-- END TASK LIST -->`` lines).
+tests/course/test_grading.py checks that the markers, the graded tests, the
+solution markers and the README agree with ``TASKS``.
+
 The generator copies each task's function (signature, docstring, the lines
 outside the markers) into one file per chapter and replaces the marked lines
 by a hint and ``raise NotImplementedError("Task 5.1: ...")``. The imports a
-file needs are found from the names the functions use. Run it as
+file needs are found from the names the functions use; it refuses to import a
+``_private`` name (give the helper a public name instead). Run it as
 
-    python -m minigen.course.exercises                 # rewrite exercises/ (the stubs)
+    python -m minigen.course.exercises                 # rewrite exercises/ (the stubs and the README's task list)
     python -m minigen.course.exercises --check         # exit 1 if exercises/ differs (CI)
     python -m minigen.course.exercises --solutions --out DIR   # the same files with the solutions in
 """
@@ -29,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+README = "README.md"  # in the exercises folder; its task list is generated, the rest is written by hand
+LIST_BEGIN = "<!-- BEGIN TASK LIST: generated from TASKS by python -m minigen.course.exercises; do not edit -->"
+LIST_END = "<!-- END TASK LIST -->"
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ CHAPTERS = {
     7: ("ch7_timing", "Timing"),
 }
 
-_PIX, _DDPM = "minigen.models.pixelcnn", "minigen.models.ddpm"
+_PIX, _DIFFUSION = "minigen.models.pixelcnn", "minigen.models.diffusion"
 TASKS = (
     Task("1.1", "minigen.course.chain_rule", "chain_rule_log_prob", "chain-rule log-likelihood", 2,
          "loop over the pixels; p = table[i][prefix_index(images, i)]; add log p or log(1 - p)."),
@@ -99,21 +110,21 @@ TASKS = (
          "softmax, cumulative sum, count the levels whose cumulative probability is <= u."),
     Task("4.4", _PIX, "naive_sampling_loop", "the sampling loop", 2,
          "three loops: rows, columns, colours; recompute the logits before every sub-pixel."),
-    Task("5.1", _DDPM, "linear_betas", "linear schedule", 1,
+    Task("5.1", _DIFFUSION, "linear_betas", "linear schedule", 1,
          "np.linspace from scale * 1e-4 to scale * 0.02 in float64."),
-    Task("5.2", _DDPM, "betas_from_alpha_bar", "betas from alpha_bar", 2,
+    Task("5.2", _DIFFUSION, "betas_from_alpha_bar", "betas from alpha_bar", 2,
          "evaluate alpha_bar at t / T for t = 0..T, take ratios of neighbours, clip at MAX_BETA."),
-    Task("5.3", _DDPM, "cosine_betas", "cosine schedule", 1,
+    Task("5.3", _DIFFUSION, "cosine_betas", "cosine schedule", 1,
          "pass alpha_bar(u) = cos((u + s) / (1 + s) * pi / 2) ** 2 to betas_from_alpha_bar."),
-    Task("5.4", _DDPM, "q_sample", "closed-form forward process", 2,
-         "_at(np.sqrt(schedule.alpha_bar), t, x0) is sqrt(alpha_bar_t) shaped for the images."),
-    Task("6.1", _DDPM, "x0_from_eps", "x0 from the predicted noise", 1,
+    Task("5.4", _DIFFUSION, "q_sample", "closed-form forward process", 2,
+         "at_step(schedule.sqrt_alpha_bar, t, x0) is sqrt(alpha_bar_t) shaped for the images."),
+    Task("6.1", _DIFFUSION, "x0_from_eps", "x0 from the predicted noise", 1,
          "solve q_sample's formula for x_0."),
-    Task("6.2", _DDPM, "posterior_mean", "posterior mean", 2,
+    Task("6.2", _DIFFUSION, "posterior_mean", "posterior mean", 2,
          "the schedule has the two coefficients: mean_coef_x0 and mean_coef_xt."),
-    Task("6.3", _DDPM, "ancestral_step", "one reverse (ancestral) step", 2,
+    Task("6.3", _DIFFUSION, "ancestral_step", "one reverse (ancestral) step", 2,
          "code step 0 is the last one: no noise there; elsewhere add sqrt(variance) * draw_noise()."),
-    Task("6.4", _DDPM, "ddim_step", "one DDIM step", 3,
+    Task("6.4", _DIFFUSION, "ddim_step", "one DDIM step", 3,
          "compute sigma from eta first; it also shrinks the eps term."),
     Task("7.1", "minigen.bench.timing", "measure", "timing with warm-up and synchronisation", 3,
          "untimed warm-up calls, then sync; time each repeat up to and including sync(device)."),
@@ -155,7 +166,26 @@ def task_source(task: Task, solution: bool) -> str:
 
 
 def _used_names(source: str) -> set:
-    return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+    """The names ``source`` reads, as pyflakes sees them: a string annotation such as
+    ``root: "Function"`` reads ``Function`` too, so the stub must import it."""
+    names, trees = set(), [ast.parse(source)]
+    while trees:
+        for node in ast.walk(trees.pop()):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            for annotation in (getattr(node, "annotation", None), getattr(node, "returns", None)):
+                if isinstance(annotation, ast.AST):
+                    trees += [_expression(c.value) for c in ast.walk(annotation)
+                              if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return names
+
+
+def _expression(text: str) -> ast.AST:
+    """``text`` parsed as an expression; nothing for a string that is not one (as in ``Literal["a b"]``)."""
+    try:
+        return ast.parse(text, mode="eval")
+    except SyntaxError:
+        return ast.Module(body=[], type_ignores=[])
 
 
 def _import_of(name: str, value, module_name: str) -> tuple:
@@ -169,14 +199,27 @@ def _import_of(name: str, value, module_name: str) -> tuple:
     return home, name, name
 
 
+def _check_public(task: Task, package: str, name: str) -> None:
+    """Refuse an import of a ``_private`` name (or from a private module): stubs use public names only."""
+    private = [part for part in package.split(".") + [name] if part.startswith("_")]
+    if private:
+        where = f"from {package} import {name}" if package else f"import {name}"
+        raise ValueError(f"task {task.id} ({task.module}.{task.function}): its chapter file would need "
+                         f"`{where}`, and {private[0]} is private: a helper that the stubs use too needs a public "
+                         "name in its one home; rename it there, then regenerate")
+
+
 def _imports(tasks, sources) -> list:
     """Import lines for every module-level name the tasks use that the file does not define."""
     defined = {task.function for task in tasks}
     found = set()
     for task, source in zip(tasks, sources):
         module = importlib.import_module(task.module)
-        found |= {_import_of(name, vars(module)[name], task.module)
-                  for name in _used_names(source) - defined if name in vars(module)}
+        imports = {_import_of(name, vars(module)[name], task.module)
+                   for name in _used_names(source) - defined if name in vars(module)}
+        for package, name, _ in sorted(imports):
+            _check_public(task, package, name)
+        found |= imports
     spell = lambda name, alias: name if name == alias else f"{name} as {alias}"
     plain = sorted(((name not in sys.stdlib_module_names, name), alias) for package, name, alias in found
                    if not package)  # the standard library first
@@ -187,10 +230,10 @@ def _imports(tasks, sources) -> list:
     return lines
 
 
-def chapter_source(chapter: int, solution: bool = False) -> str:
-    """The whole text of one chapter's exercise file."""
+def chapter_source(chapter: int, solution: bool = False, tasks=TASKS) -> str:
+    """The whole text of one chapter's exercise file (its tasks taken from ``tasks``)."""
     filename, title = CHAPTERS[chapter]
-    tasks = [task for task in TASKS if task.chapter == chapter]
+    tasks = [task for task in tasks if task.chapter == chapter]
     # The imports come from the full solutions, so a student has every tool the reference used.
     solutions = [task_source(task, True) for task in tasks]
     bodies = solutions if solution else [task_source(task, False) for task in tasks]
@@ -209,44 +252,73 @@ def chapter_source(chapter: int, solution: bool = False) -> str:
     return "\n".join(parts)
 
 
+def task_list() -> str:
+    """The task list of exercises/README.md (Markdown): how many tasks and points, and a table."""
+    rows = [f"| {t.id} | `{CHAPTERS[t.chapter][0]}.py` | `{t.function}` | {t.title} | {t.points} |" for t in TASKS]
+    return "\n".join([f"{len(TASKS)} tasks, {sum(t.points for t in TASKS)} points:",
+                      "", "| task | file | function | what | points |",
+                      "|------|------|----------|------|--------|", *rows])
+
+
+def readme_source(text: str, path="README.md") -> str:
+    """``text``, a README, with the task list between its LIST_BEGIN and LIST_END lines regenerated."""
+    before, begin, rest = text.partition(LIST_BEGIN + "\n")
+    _, end, after = rest.partition(LIST_END + "\n")
+    if not begin or not end:
+        raise ValueError(f"{path} has no generated task list: put the lines\n{LIST_BEGIN}\n{LIST_END}\n"
+                         "where it belongs, then run python -m minigen.course.exercises")
+    return f"{before}{LIST_BEGIN}\n\n{task_list()}\n\n{LIST_END}\n{after}"
+
+
+def _expected(folder: Path, solution: bool) -> dict:
+    """Path -> text of every generated file in ``folder``; the README only where it exists."""
+    files = {folder / f"{filename}.py": chapter_source(chapter, solution)
+             for chapter, (filename, _) in CHAPTERS.items()}
+    if (folder / README).exists():
+        files[folder / README] = readme_source((folder / README).read_text(), folder / README)
+    return files
+
+
 def generate(folder, solution: bool = False) -> list:
-    """Write every chapter's file into ``folder``; returns the paths written."""
+    """Write every chapter's file into ``folder``, and the task list of its README if it has one;
+    returns the paths written. Nothing is written if any file cannot be generated."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for chapter, (filename, _) in CHAPTERS.items():
-        path = folder / f"{filename}.py"
-        path.write_text(chapter_source(chapter, solution))
-        paths.append(path)
-    return paths
+    files = _expected(folder, solution)
+    for path, text in files.items():
+        path.write_text(text)
+    return list(files)
 
 
 def differences(folder) -> list:
-    """The chapter files in ``folder`` that are missing or differ from freshly generated stubs."""
+    """The generated files in ``folder`` (the chapter files, the README's task list) that are
+    missing or differ from what the generator writes."""
     folder = Path(folder)
-    stale = []
-    for chapter, (filename, _) in CHAPTERS.items():
-        path = folder / f"{filename}.py"
-        if not path.exists() or path.read_text() != chapter_source(chapter):
-            stale.append(str(path))
-    return stale
+    return [str(path) for path, text in _expected(folder, False).items()
+            if not path.exists() or path.read_text() != text]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigen.course.exercises",
-                                     description="Generate the exercise stubs from the solution markers in minigen/.")
+                                     description="Generate the exercise stubs from the solution markers in minigen/, "
+                                                 "and the task list of the folder's README from TASKS.")
     parser.add_argument("--out", default="exercises", help="the folder to write (default exercises)")
     parser.add_argument("--solutions", action="store_true", help="keep the solutions in (for instructors)")
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if the stubs in --out are missing or out of date")
+                        help="write nothing; exit 1 if the stubs in --out (or its README's task list) "
+                             "are missing or out of date")
     args = parser.parse_args(argv)
-    if args.check:
-        stale = differences(args.out)
-        for path in stale:
-            print(f"out of date: {path} (run: python -m minigen.course.exercises --out {args.out})")
-        return 1 if stale else 0
-    for path in generate(args.out, args.solutions):
-        print(f"wrote {path}")
+    try:
+        if args.check:
+            stale = differences(args.out)
+            for path in stale:
+                print(f"out of date: {path} (run: python -m minigen.course.exercises --out {args.out})")
+            return 1 if stale else 0
+        for path in generate(args.out, args.solutions):
+            print(f"wrote {path}")
+    except ValueError as error:  # a task the generator cannot write: say which and why, no traceback
+        print(f"python -m minigen.course.exercises: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,8 +4,10 @@
 It adds the options ``--grade-target`` (what to grade), ``--grade-timeout``
 (seconds per check) and ``--grade-log`` (a file of JSON lines: the tests
 collected with their tasks, each start, each result), the ``graded``
-fixture, a check that every graded test has exactly one known task marker,
-and a per-test time limit (a POSIX alarm).
+fixture, the task markers (``task3_2``, registered from ``TASKS``: the task
+list has one home, so pyproject.toml does not repeat them), a check that
+every graded test has exactly one known task marker, and a per-test time
+limit (a POSIX alarm).
 """
 
 from __future__ import annotations
@@ -87,8 +89,11 @@ _config = None  # the session's config, for the hooks that are not handed it
 
 
 def pytest_configure(config):
+    """Register one marker per task (``--strict-markers`` rejects any other ``task...``)."""
     global _config
     _config = config
+    for task in TASKS:
+        config.addinivalue_line("markers", f"{task.marker}: graded task {task.id}, {task.title}")
 
 
 def pytest_addoption(parser):

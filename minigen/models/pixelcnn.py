@@ -18,16 +18,20 @@ prediction of x_i is fixed at zero. Two masks suffice:
 Each sub-pixel gets K logits (a K-way softmax over its grey levels).
 
 Sampling is sequential: D network evaluations in the textbook algorithm
-(:meth:`sample` with ``cached=False``). The cached sampler (Ramachandran et al.
-2017, "Fast Generation for Convolutional Autoregressive Models") computes,
-for each new sub-pixel, only the activations at that one position and keeps
-all earlier ones, so each step costs one pixel's worth of network instead of
-a whole image's. Both samplers draw the same uniform numbers and use the same
-inverse-CDF rule, so for the same seed they give the same images.
+(:meth:`~AutoregressiveImageModel.sample` with ``cached=False``). The cached
+sampler (Ramachandran et al. 2017, "Fast Generation for Convolutional
+Autoregressive Models") computes, for each new sub-pixel, the activations at
+that one place only and keeps the earlier ones in a :class:`SamplingCache`, so
+each step costs one pixel's worth of network instead of a whole image's. Every
+layer therefore has two methods: ``forward`` (the whole image: training and
+the naive sampler) and ``step`` (one place, from the cache). Both samplers
+draw the same uniform numbers and use the same inverse-CDF rule, so for the
+same seed they give the same images.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,6 +40,8 @@ from ..engine import backend
 from ..engine import functional as F
 from ..engine import nn
 from ..engine.autograd import Tensor, no_grad
+from ..engine.functional import as_pair
+from .config import configure
 
 # ----------------------------------------------------------------------------
 # Masks
@@ -61,7 +67,7 @@ def causal_mask(out_groups, in_groups, kernel_size, mask_type: str) -> np.ndarra
     """
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
-    kh, kw = _pair(kernel_size)
+    kh, kw = as_pair(kernel_size, "kernel_size", 1)
     ### BEGIN SOLUTION
     out_groups, in_groups = np.asarray(out_groups), np.asarray(in_groups)
     mask = np.zeros((len(out_groups), len(in_groups), kh, kw), dtype=np.float32)
@@ -82,14 +88,33 @@ def vertical_mask(out_channels: int, in_channels: int, kernel_size, include_cent
     at row i depends on image rows < i; later layers may then read their input's
     whole centre row, and the stack has no blind spot.
     """
-    kh, kw = _pair(kernel_size)
+    kh, kw = as_pair(kernel_size, "kernel_size", 1)
     mask = np.zeros((out_channels, in_channels, kh, kw), dtype=np.float32)
     mask[:, :, : kh // 2 + include_centre_row, :] = 1
     return mask
 
 
-def _pair(value) -> tuple:
-    return (value, value) if isinstance(value, int) else tuple(value)
+# ----------------------------------------------------------------------------
+# Masked convolutions, over the whole image or at one place
+
+
+@dataclass
+class SamplingCache:
+    """What one run of the cached sampler keeps between its steps, for images of ``height`` x ``width``.
+
+    ``inputs``: each masked convolution's input so far, zero-padded as the
+    convolution pads it; sampling writes one place (or one row) at a time.
+    ``weights``: each masked convolution's masked weight as an (out, in*kh*kw)
+    matrix, computed once per run instead of once per step.
+    ``kept``: anything else a model keeps between steps, by the object that
+    keeps it (the Gated PixelCNN: the vertical stack of the current row).
+    """
+
+    height: int
+    width: int
+    inputs: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -109,76 +134,63 @@ class MaskedConv2d(nn.Conv2d):
     def forward(self, x):
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
+    def step(self, cache: SamplingCache, x_at, row: int, col: int | None = None):
+        """The output at (row, col) only, (N, out), given the input there, ``x_at`` (N, in).
+        With ``col=None``, the whole row ``row``: (N, in, W) -> (N, out, W).
 
-# ----------------------------------------------------------------------------
-# Where the convolutions are evaluated: everywhere, or at one place only.
+        ``x_at`` is written into the cache's zero-padded copy of this layer's
+        input, and the output is the masked weight times the window around the
+        place. Why that equals the full convolution at the place:
 
-
-class FullImage:
-    """Evaluate every convolution over the whole image (training, naive sampling)."""
-
-    def __call__(self, conv: MaskedConv2d, inputs):
-        return conv(inputs)
-
-
-class CachedPlace:
-    """Evaluate convolutions at one pixel (i, j) or one row i, keeping all inputs.
-
-    A model's forward code calls ``place(conv, inputs)`` for every convolution.
-    Here ``inputs`` is either a whole image (the model's input: already
-    complete up to the current sub-pixel) or the conv's input values at this
-    place only, which are written into a zero-padded cache of that conv's
-    input. The output at the place is then one small matrix product over the
-    cached window. Masks make the not-yet-written (zero) entries irrelevant.
-    """
-
-    def __init__(self, height: int, width: int):
-        self.height, self.width = height, width
-        self.caches: dict = {}
-        self.weights: dict = {}  # each conv's masked weight, computed once per sampling run
-        self.row, self.col = 0, None  # col None: the whole row
-        self.vertical_row = None  # per-row results a model keeps (the gated vertical stack)
-
-    def at(self, row: int, col: int | None = None) -> "CachedPlace":
-        self.row, self.col = row, col
-        return self
-
-    def _cache(self, conv, inputs):
-        kh, kw = conv.kernel_size
-        ph, pw = kh // 2, kw // 2
-        if inputs.ndim == 4:  # a whole image is its own cache
-            return F.pad(inputs, (ph, ph, pw, pw)).data
-        key = id(conv)
-        if key not in self.caches:
-            xp = backend.get_array_module(inputs.data)
-            shape = (inputs.shape[0], inputs.shape[1], self.height + 2 * ph, self.width + 2 * pw)
-            self.caches[key] = xp.zeros(shape, dtype=inputs.dtype)
-        cache = self.caches[key]
-        if self.col is None:
-            cache[:, :, self.row + ph, pw:pw + self.width] = inputs.data
+        * entries sampling has not reached yet (right of the place, rows below)
+          are still zero, and the mask gives exactly those taps zero weight;
+        * every other entry holds what the full network computes there on the
+          finished image: a place is rewritten at each of its colour steps, and
+          its last write is final, since no feature at (i, j) reads that
+          pixel's last colour (mask A closes it to every group).
+        """
+        ph, pw = self.padding
+        if self not in cache.inputs:
+            xp = backend.get_array_module(x_at.data)
+            shape = (x_at.shape[0], self.in_channels, cache.height + 2 * ph, cache.width + 2 * pw)
+            cache.inputs[self] = xp.zeros(shape, dtype=x_at.dtype)
+        padded = cache.inputs[self]
+        if col is None:
+            padded[:, :, row + ph, pw:pw + cache.width] = x_at.data
         else:
-            cache[:, :, self.row + ph, self.col + pw] = inputs.data
-        return cache
+            padded[:, :, row + ph, col + pw] = x_at.data
+        return self._output_at(cache, padded, row, col)
 
-    def _weight(self, conv: MaskedConv2d):
-        if id(conv) not in self.weights:
-            self.weights[id(conv)] = conv.masked_weight()
-        return self.weights[id(conv)]
+    def step_on_image(self, cache: SamplingCache, image, row: int, col: int | None = None):
+        """:meth:`step` for a first layer, which reads the image (N, C, H, W) itself.
 
-    def __call__(self, conv: MaskedConv2d, inputs):
-        cache = Tensor(self._cache(conv, inputs))
-        kh, kw = conv.kernel_size
-        weight = self._weight(conv)
-        strip = cache[:, :, self.row:self.row + kh]
-        if self.col is None:  # a whole row: (N, out, W)
-            return F.conv2d(strip, weight, conv.bias)[:, :, 0]
-        window = strip[:, :, :, self.col:self.col + kw].reshape(cache.shape[0], -1)
-        return F.linear(window, weight.reshape(conv.out_channels, -1), conv.bias)
+        The sampler changes the image between steps (the last sub-pixel drawn
+        may sit anywhere in the window), so the window is cut from the image
+        afresh each time instead of from a cache.
+        """
+        ph, pw = self.padding
+        return self._output_at(cache, F.pad(image, (ph, ph, pw, pw)).data, row, col)
+
+    def _output_at(self, cache: SamplingCache, padded, row: int, col: int | None):
+        """The masked weight times the window of ``padded`` (the zero-padded input) at (row, col) or row ``row``."""
+        if self not in cache.weights:
+            cache.weights[self] = self.masked_weight().reshape(self.out_channels, -1)
+        weight = cache.weights[self]
+        kh, kw = self.kernel_size
+        if col is None:  # the kh rows around row ``row``, convolved without padding: (N, out, 1, W)
+            strip = Tensor(padded[:, :, row:row + kh])
+            return F.conv2d(strip, weight.reshape(self.weight.shape), self.bias)[:, :, 0]
+        window = padded[:, :, row:row + kh, col:col + kw].reshape(len(padded), -1)
+        return F.linear(Tensor(window), weight, self.bias)
 
 
 def _per_channel(values, like):
-    """(N, C) values shaped to broadcast over ``like`` = (N, C, ...) at any place."""
+    """(N, C) values shaped to broadcast over ``like`` = (N, C, ...): an image, a row or a place."""
     return values.reshape(values.shape + (1,) * (like.ndim - 2))
+
+
+# ----------------------------------------------------------------------------
+# Likelihood and sampling, one sub-pixel at a time
 
 
 def sample_levels(logits, uniform):
@@ -229,21 +241,38 @@ def categorical_log_prob(logits, x):
     ### END SOLUTION
 
 
-# ----------------------------------------------------------------------------
-# The shared machinery: likelihood and sampling
-
-
 class AutoregressiveImageModel(nn.Module):
-    """What PixelCNN and GatedPixelCNN share: input scaling, exact log-likelihood,
-    and the naive and cached samplers. Subclasses define ``_logits(x, labels, place)``."""
+    """What every autoregressive image model shares: input scaling, exact
+    log-likelihood, and the two samplers with their seeding, temperature and
+    ``on_step`` callback.
 
-    def __init__(self, channels: int, levels: int, num_classes: int | None, **settings):
+    A model provides the network twice over:
+
+    * ``logits(inputs, labels)``: (N, C*K, H, W) logits for the whole image,
+      the K levels of colour c in channels c*K .. c*K + K - 1;
+    * ``logits_at(cache, inputs, labels, row, col)``: the (N, C*K) logits at
+      (row, col) only, from the image complete up to there and the cache;
+
+    and, if it needs to, ``start_row(cache, inputs, labels, row)``, called once
+    before each row's first pixel. ``inputs`` are the images scaled to [-1, 1].
+    """
+
+    Config = None  # the subclass's config dataclass
+
+    def __init__(self, config):
         super().__init__()
-        if levels < 2:
-            raise ValueError(f"levels must be at least 2, got {levels}")
-        self.channels, self.levels, self.num_classes = channels, levels, num_classes
-        self.config = dict(channels=channels, levels=levels, num_classes=num_classes, **settings)
-        """The constructor's arguments: ``type(model)(**model.config)`` rebuilds it (checkpoints)."""
+        self.config = config
+        """The settings: ``type(model)(**config_dict(model.config))`` rebuilds the model (checkpoints)."""
+        self.channels, self.levels, self.num_classes = config.channels, config.levels, config.num_classes
+
+    def logits(self, inputs, labels=None):
+        raise NotImplementedError(f"{type(self).__name__} must define logits(inputs, labels)")
+
+    def logits_at(self, cache: SamplingCache, inputs, labels, row: int, col: int):
+        raise NotImplementedError(f"{type(self).__name__} must define logits_at(cache, inputs, labels, row, col)")
+
+    def start_row(self, cache: SamplingCache, inputs, labels, row: int) -> None:
+        """Work done once per row, before its first pixel (nothing, unless a model needs it)."""
 
     def _scale(self, x):
         """Integer levels 0..K-1 -> floats in [-1, 1] (what the first layer reads)."""
@@ -271,7 +300,7 @@ class AutoregressiveImageModel(nn.Module):
 
         Differentiable in ``inputs``: the causality tests take gradients here.
         """
-        logits = self._logits(inputs, labels, FullImage())
+        logits = self.logits(inputs, labels)
         n, _, h, w = logits.shape
         return logits.reshape(n, self.channels, self.levels, h, w).transpose(0, 2, 1, 3, 4)
 
@@ -282,7 +311,6 @@ class AutoregressiveImageModel(nn.Module):
     def loss(self, x, labels=None):
         """Mean negative log-likelihood in nats per image (the training loss)."""
         return -self.log_prob(x, labels).mean()
-
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n: int, size=(8, 8), labels=None, temperature: float = 1.0,
@@ -298,7 +326,7 @@ class AutoregressiveImageModel(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         device = device or self._device()
-        height, width = _pair(size)
+        height, width = as_pair(size, "sample: size", 1)
         xp = backend.xp_for(device)
         uniform = xp.asarray(np.random.default_rng(seed).random((n, self.channels, height, width)))
         if labels is not None:
@@ -316,8 +344,10 @@ class AutoregressiveImageModel(nn.Module):
 
         try:
             with no_grad():
-                sampler = self._sample_cached if cached else self._sample_naive
-                sampler(x, labels, uniform, temperature, drawn)
+                if cached:
+                    self._sample_cached(x, labels, uniform, temperature, drawn)
+                else:
+                    naive_sampling_loop(lambda images: self(images, labels), x, uniform, temperature, drawn)
         finally:
             bar.close()
             self.train(was_training)
@@ -326,32 +356,63 @@ class AutoregressiveImageModel(nn.Module):
     def _device(self) -> str:
         return next(iter(self.parameters())).device
 
-    def _draw(self, x, logits_c, uniform, temperature, c, i, j, drawn):
-        x[:, c, i, j] = sample_levels(logits_c / temperature, uniform[:, c, i, j])
-        drawn(c, i, j)
-
-    def _sample_naive(self, x, labels, uniform, temperature, drawn):
-        """The textbook loop: one full forward pass per sub-pixel."""
-        naive_sampling_loop(lambda images: self(images, labels), x, uniform, temperature, drawn)
-
     def _sample_cached(self, x, labels, uniform, temperature, drawn):
-        """One pixel's worth of network per sub-pixel, reusing cached activations."""
-        _, channels, height, width = x.shape
-        place = CachedPlace(height, width)
+        """The naive loop with one change: the logits come from ``logits_at``, the
+        network at the current place only, which reuses what earlier steps cached."""
+        n, channels, height, width = x.shape
+        cache = SamplingCache(height, width)
         for i in range(height):
-            self._start_row(x, labels, place.at(i))
+            self.start_row(cache, self._scale(x), labels, i)
             for j in range(width):
                 for c in range(channels):
-                    logits = self._logits(self._scale(x), labels, place.at(i, j))
-                    logits = logits.reshape(x.shape[0], channels, self.levels)[:, c]
-                    self._draw(x, logits, uniform, temperature, c, i, j, drawn)
+                    logits = self.logits_at(cache, self._scale(x), labels, i, j)
+                    logits = logits.reshape(n, channels, self.levels)[:, c]
+                    x[:, c, i, j] = sample_levels(logits / temperature, uniform[:, c, i, j])
+                    drawn(c, i, j)
 
-    def _start_row(self, x, labels, place):
-        """Work done once per row before its pixels (the gated model's vertical stack)."""
+
+def _check_integers(config, **minimums) -> None:
+    """A ValueError naming the first setting of ``config`` that is not an integer >= its minimum."""
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{type(config).__name__}: {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_odd(config, *names) -> None:
+    """Kernels need a centre tap, or output (i, j) would not line up with input (i, j)."""
+    for name in names:
+        if getattr(config, name) % 2 == 0:
+            raise ValueError(f"{type(config).__name__}: {name} must be odd, got {getattr(config, name)}")
 
 
 # ----------------------------------------------------------------------------
 # PixelCNN
+
+
+@dataclass(frozen=True)
+class PixelCNNConfig:
+    """The settings of a :class:`PixelCNN`: ``channels`` colours of ``levels``
+    grey levels each, ``blocks`` residual blocks of ``hidden`` feature maps, a
+    ``first_kernel`` mask-A layer and ``kernel_size`` mask-B layers, and
+    ``num_classes`` classes to condition on (None: unconditional)."""
+
+    channels: int = 1
+    levels: int = 2
+    hidden: int = 64
+    blocks: int = 5
+    num_classes: int | None = None
+    first_kernel: int = 7
+    kernel_size: int = 3
+
+    def __post_init__(self):
+        _check_integers(self, channels=1, levels=2, hidden=1, blocks=0, first_kernel=1, kernel_size=1)
+        if self.num_classes is not None:
+            _check_integers(self, num_classes=1)
+        _check_odd(self, "first_kernel", "kernel_size")
+        if self.hidden % (2 * self.channels):
+            raise ValueError(f"PixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
+                             f"2 * channels ({2 * self.channels})")
 
 
 class ResidualBlock(nn.Module):
@@ -367,10 +428,16 @@ class ResidualBlock(nn.Module):
         self.conv = MaskedConv2d(causal_mask(half, half, kernel_size, "B"))
         self.expand = MaskedConv2d(causal_mask(full, half, 1, "B"))
 
-    def forward(self, h, place):
-        a = place(self.reduce, F.relu(h))
-        a = place(self.conv, F.relu(a))
-        return h + place(self.expand, F.relu(a))
+    def forward(self, h):
+        a = self.reduce(F.relu(h))
+        a = self.conv(F.relu(a))
+        return h + self.expand(F.relu(a))
+
+    def step(self, cache: SamplingCache, h, row: int, col: int):
+        """:meth:`forward` at (row, col) only: ``h`` is (N, hidden) there."""
+        a = self.reduce.step(cache, F.relu(h), row, col)
+        a = self.conv.step(cache, F.relu(a), row, col)
+        return h + self.expand.step(cache, F.relu(a), row, col)
 
 
 class PixelCNN(AutoregressiveImageModel):
@@ -381,33 +448,67 @@ class PixelCNN(AutoregressiveImageModel):
     reach the pixels up and to the right beyond a wedge. ``GatedPixelCNN`` fixes it.
     Optional class conditioning adds a learned per-class bias to the first
     layer's features, which the residual stream carries to every block.
+
+    ``PixelCNN(hidden=32)`` and ``PixelCNN(PixelCNNConfig(hidden=32))`` build the same model.
     """
 
-    def __init__(self, channels: int = 1, levels: int = 2, hidden: int = 64, blocks: int = 5,
-                 num_classes: int | None = None, first_kernel: int = 7, kernel_size: int = 3):
-        super().__init__(channels, levels, num_classes, hidden=hidden, blocks=blocks,
-                         first_kernel=first_kernel, kernel_size=kernel_size)
-        if hidden % (2 * channels):
-            raise ValueError(f"hidden ({hidden}) must be a multiple of 2 * channels ({2 * channels})")
-        image, full = channel_groups(channels, channels), channel_groups(hidden, channels)
-        out = channel_groups(channels * levels, channels)
-        self.input = MaskedConv2d(causal_mask(full, image, first_kernel, "A"))
-        self.blocks = nn.ModuleList(ResidualBlock(hidden, channels, kernel_size) for _ in range(blocks))
+    Config = PixelCNNConfig
+
+    def __init__(self, config: PixelCNNConfig | None = None, **settings):
+        config = configure(PixelCNNConfig, config, **settings)
+        super().__init__(config)
+        colors, hidden = config.channels, config.hidden
+        image, full = channel_groups(colors, colors), channel_groups(hidden, colors)
+        out = channel_groups(colors * config.levels, colors)
+        self.input = MaskedConv2d(causal_mask(full, image, config.first_kernel, "A"))
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, colors, config.kernel_size) for _ in range(config.blocks))
         self.head1 = MaskedConv2d(causal_mask(full, full, 1, "B"))
         self.head2 = MaskedConv2d(causal_mask(out, full, 1, "B"))
-        self.class_bias = nn.Embedding(num_classes, hidden) if num_classes else None
+        self.class_bias = nn.Embedding(config.num_classes, hidden) if config.num_classes else None
 
-    def _logits(self, x, labels, place):
-        h = place(self.input, x)
-        if self.class_bias is not None:
-            h = h + _per_channel(self.class_bias(labels), h)
+    def _conditioned(self, h, labels):
+        return h if self.class_bias is None else h + _per_channel(self.class_bias(labels), h)
+
+    def logits(self, inputs, labels=None):
+        h = self._conditioned(self.input(inputs), labels)
         for block in self.blocks:
-            h = block(h, place)
-        return place(self.head2, F.relu(place(self.head1, F.relu(h))))
+            h = block(h)
+        return self.head2(F.relu(self.head1(F.relu(h))))
+
+    def logits_at(self, cache: SamplingCache, inputs, labels, row: int, col: int):
+        """:meth:`logits` at (row, col) only: the same layers, each by its ``step``."""
+        h = self._conditioned(self.input.step_on_image(cache, inputs, row, col), labels)
+        for block in self.blocks:
+            h = block.step(cache, h, row, col)
+        return self.head2.step(cache, F.relu(self.head1.step(cache, F.relu(h), row, col)), row, col)
 
 
 # ----------------------------------------------------------------------------
 # Gated PixelCNN
+
+
+@dataclass(frozen=True)
+class GatedPixelCNNConfig:
+    """The settings of a :class:`GatedPixelCNN`: ``channels`` colours of
+    ``levels`` grey levels each, ``layers`` gated layers of ``hidden`` feature
+    maps with ``kernel_size`` kernels, and ``num_classes`` classes to condition
+    on (None: unconditional)."""
+
+    channels: int = 1
+    levels: int = 2
+    hidden: int = 32
+    layers: int = 6
+    num_classes: int | None = None
+    kernel_size: int = 3
+
+    def __post_init__(self):
+        _check_integers(self, channels=1, levels=2, hidden=1, layers=1, kernel_size=1)
+        if self.num_classes is not None:
+            _check_integers(self, num_classes=1)
+        _check_odd(self, "kernel_size")
+        if self.hidden % self.channels:
+            raise ValueError(f"GatedPixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
+                             f"channels ({self.channels})")
 
 
 def _gate(a):
@@ -423,7 +524,8 @@ class GatedLayer(nn.Module):
     horizontal: h' = h + 1x1(gate(Hconv(h) + 1x1(v') [+ class bias]))
     The vertical stack never reads the horizontal one. The 2h pre-activation
     channels are grouped so that channel t and channel t + h (the two halves
-    multiplied by the gate) belong to the same colour group.
+    multiplied by the gate) belong to the same colour group. The first layer
+    reads the image in both stacks and has no residual connection.
     """
 
     def __init__(self, hidden: int, colors: int, kernel_size: int, first: bool, num_classes: int | None):
@@ -442,52 +544,77 @@ class GatedLayer(nn.Module):
     def _conditioned(self, a, labels):
         return a if self.class_bias is None else a + _per_channel(self.class_bias(labels), a)
 
-    def vertical_step(self, v, labels, place):
-        """The vertical pre-activation (kept for the horizontal stack) and the gated output."""
-        pre = self._conditioned(place(self.vertical, v), labels)
+    def vertical_forward(self, v, labels):
+        """The vertical pre-activation (the horizontal stack reads it) and the gated output, whole image."""
+        pre = self._conditioned(self.vertical(v), labels)
         return pre, _gate(pre)
 
-    def horizontal_step(self, h, v_pre, labels, place):
-        a = self._conditioned(place(self.horizontal, h) + place(self.v_to_h, v_pre), labels)
-        out = place(self.h_out, _gate(a))
+    def horizontal_forward(self, h, v_pre, labels):
+        """The horizontal stack's output, whole image, given this layer's vertical pre-activation."""
+        a = self._conditioned(self.horizontal(h) + self.v_to_h(v_pre), labels)
+        out = self.h_out(_gate(a))
+        return out if self.first else h + out
+
+    def vertical_row(self, cache: SamplingCache, v, labels, row: int):
+        """:meth:`vertical_forward` along row ``row`` only: (N, 2h, W) pre-activation and gated output.
+        ``v`` is the image (first layer) or the previous layer's gated row (N, hidden, W)."""
+        conv = self.vertical.step_on_image if self.first else self.vertical.step
+        pre = self._conditioned(conv(cache, v, row), labels)
+        return pre, _gate(pre)
+
+    def horizontal_step(self, cache: SamplingCache, h, v_pre, labels, row: int, col: int):
+        """:meth:`horizontal_forward` at (row, col) only: ``h`` is the image (first layer) or
+        (N, hidden) at the place, ``v_pre`` the vertical pre-activation there, (N, 2h)."""
+        conv = self.horizontal.step_on_image if self.first else self.horizontal.step
+        a = self._conditioned(conv(cache, h, row, col) + self.v_to_h.step(cache, v_pre, row, col), labels)
+        out = self.h_out.step(cache, _gate(a), row, col)
         return out if self.first else h + out
 
 
 class GatedPixelCNN(AutoregressiveImageModel):
     """Gated PixelCNN (van den Oord et al. 2016b): vertical and horizontal stacks
-    with tanh * sigmoid gates, no blind spot, optional class conditioning."""
+    with tanh * sigmoid gates, no blind spot, optional class conditioning.
 
-    def __init__(self, channels: int = 1, levels: int = 2, hidden: int = 32, layers: int = 6,
-                 num_classes: int | None = None, kernel_size: int = 3):
-        super().__init__(channels, levels, num_classes, hidden=hidden, layers=layers,
-                         kernel_size=kernel_size)
-        if hidden % channels:
-            raise ValueError(f"hidden ({hidden}) must be a multiple of channels ({channels})")
-        self.layers = nn.ModuleList(
-            GatedLayer(hidden, channels, kernel_size, i == 0, num_classes) for i in range(layers))
-        full, out = channel_groups(hidden, channels), channel_groups(channels * levels, channels)
+    ``GatedPixelCNN(hidden=16)`` and ``GatedPixelCNN(GatedPixelCNNConfig(hidden=16))`` build the same model.
+    """
+
+    Config = GatedPixelCNNConfig
+
+    def __init__(self, config: GatedPixelCNNConfig | None = None, **settings):
+        config = configure(GatedPixelCNNConfig, config, **settings)
+        super().__init__(config)
+        colors, hidden = config.channels, config.hidden
+        self.layers = nn.ModuleList(GatedLayer(hidden, colors, config.kernel_size, i == 0, config.num_classes)
+                                    for i in range(config.layers))
+        full, out = channel_groups(hidden, colors), channel_groups(colors * config.levels, colors)
         self.head1 = MaskedConv2d(causal_mask(full, full, 1, "B"))
         self.head2 = MaskedConv2d(causal_mask(out, full, 1, "B"))
 
-    def _vertical_stack(self, x, labels, place):
-        """The vertical pre-activations of every layer (they depend on rows above only)."""
-        v, pres = x, []
+    def vertical_stack(self, inputs, labels=None) -> list:
+        """Every layer's vertical pre-activation, whole image (they depend on rows above only)."""
+        v, pres = inputs, []
         for layer in self.layers:
-            pre, v = layer.vertical_step(v, labels, place)
+            pre, v = layer.vertical_forward(v, labels)
             pres.append(pre)
         return pres
 
-    def _horizontal_stack(self, x, v_pres, labels, place):
-        h = x
-        for layer, v_pre in zip(self.layers, v_pres):
-            h = layer.horizontal_step(h, v_pre, labels, place)
-        return place(self.head2, F.relu(place(self.head1, F.relu(h))))
+    def logits(self, inputs, labels=None):
+        h = inputs
+        for layer, v_pre in zip(self.layers, self.vertical_stack(inputs, labels)):
+            h = layer.horizontal_forward(h, v_pre, labels)
+        return self.head2(F.relu(self.head1(F.relu(h))))
 
-    def _logits(self, x, labels, place):
-        if isinstance(place, FullImage):
-            return self._horizontal_stack(x, self._vertical_stack(x, labels, place), labels, place)
-        v_pres = [pre[:, :, place.col] for pre in place.vertical_row]
-        return self._horizontal_stack(x, v_pres, labels, place)
+    def start_row(self, cache: SamplingCache, inputs, labels, row: int) -> None:
+        """The vertical stack of row ``row``, once: it reads rows above only, all drawn by now."""
+        v, pres = inputs, []
+        for layer in self.layers:
+            pre, v = layer.vertical_row(cache, v, labels, row)
+            pres.append(pre)
+        cache.kept[self] = pres
 
-    def _start_row(self, x, labels, place):
-        place.vertical_row = self._vertical_stack(self._scale(x), labels, place)
+    def logits_at(self, cache: SamplingCache, inputs, labels, row: int, col: int):
+        """:meth:`logits` at (row, col) only: the horizontal stack by its ``step``, on the row's vertical stack."""
+        h = inputs
+        for layer, v_pre in zip(self.layers, cache.kept[self]):
+            h = layer.horizontal_step(cache, h, v_pre[:, :, col], labels, row, col)
+        return self.head2.step(cache, F.relu(self.head1.step(cache, F.relu(h), row, col)), row, col)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen.models.ddpm import Schedule
+from minigen.models.diffusion import Schedule
 
 
 @pytest.mark.task5_1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen.models.ddpm import Schedule, q_sample
+from minigen.models.diffusion import Schedule, q_sample
 
 
 def images_and_steps(seed=0):

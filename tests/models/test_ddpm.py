@@ -1,7 +1,9 @@
-"""DDPM: schedules, closed forms against Monte Carlo, index conventions, samplers,
-the likelihood bound, and learning on toy data."""
+"""DDPM, the module: its config, samplers and their options, the likelihood bound,
+and learning on toy data (the process alone is tests/models/test_diffusion.py)."""
 
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,133 +12,9 @@ import minigen as mg
 from minigen import nn, optim
 from minigen.engine.autograd import Tensor
 from minigen.data import batches, load_digits
-from minigen.models.ddpm import (
-    DDPM, SCHEDULES, Schedule, ddim_timesteps, eps_from_x0, gaussian_kl, posterior_mean, q_sample, x0_from_eps)
-
-T_OFFERED = [25, 50, 100, 250, 1000, 4000]
-
-
-def ends_in_noise(betas) -> bool:
-    """x_T must be nearly pure noise: sqrt(alpha_bar_T) < 0.01."""
-    return math.sqrt(np.prod(1 - np.asarray(betas, dtype=np.float64))) < 0.01
-
-
-# ----------------------------------------------------------------------------
-# Schedules
-
-
-@pytest.mark.parametrize("name", SCHEDULES)
-@pytest.mark.parametrize("T", T_OFFERED)
-def test_every_schedule_ends_in_noise(name, T):
-    schedule = Schedule.make(name, T)
-    assert np.all(np.diff(schedule.alpha_bar) < 0), "alpha_bar must decrease"
-    assert np.all((schedule.betas > 0) & (schedule.betas <= 0.999))
-    assert ends_in_noise(schedule.betas)
-    assert schedule.betas.dtype == np.float64
-
-
-def test_the_unscaled_linear_pitfall_is_caught():
-    assert not ends_in_noise(np.linspace(1e-4, 0.02, 100))
-
-
-def test_cosine_matches_its_formula():
-    T, s = 1000, 0.008
-    f = lambda t: np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2
-    alpha_bar = Schedule.make("cosine", T).alpha_bar
-    t = np.arange(1, T + 1)  # code index t - 1 is the paper's t
-    unclipped = slice(0, 900)
-    np.testing.assert_allclose(alpha_bar[unclipped], (f(t) / f(0))[unclipped], rtol=1e-10)
-    assert Schedule.make("cosine", T).betas.max() == pytest.approx(0.999)
-
-
-def test_snr_and_posterior_variance_definitions():
-    sch = Schedule.make("linear", 1000)
-    np.testing.assert_allclose(sch.snr, sch.alpha_bar / (1 - sch.alpha_bar))
-    assert np.all(sch.posterior_variance[1:] <= sch.betas[1:])
-
-
-def test_index_conventions_at_both_ends():
-    """Code step 0 is the paper's t = 1; the last code step is t = T."""
-    sch = Schedule.make("linear", 1000)
-    assert sch.alpha_bar_prev[0] == 1.0 and sch.alpha_bar[0] == pytest.approx(1 - 1e-4)
-    assert sch.posterior_variance[0] == 0.0
-    assert sch.alpha_bar[-1] == pytest.approx(np.prod(1 - np.linspace(1e-4, 0.02, 1000)))
-    x0, noise = Tensor(np.ones((2, 1, 1, 1), np.float32)), Tensor(np.zeros((2, 1, 1, 1), np.float32))
-    xt = q_sample(sch, x0, Tensor(np.array([0, 999])), noise).numpy().ravel()
-    np.testing.assert_allclose(xt, np.sqrt([sch.alpha_bar[0], sch.alpha_bar[-1]]), rtol=1e-6)
-    assert ddim_timesteps(1000, 1000) == list(range(1000))
-    assert ddim_timesteps(1000, 10)[0] == 0 and ddim_timesteps(1000, 10)[-1] == 900
-
-
-def test_schedule_errors_name_the_value():
-    with pytest.raises(ValueError, match="unknown schedule 'cubic'"):
-        Schedule.make("cubic", 100)
-    with pytest.raises(ValueError, match="T >= 21"):
-        Schedule.make("linear", 10)
-
-
-# ----------------------------------------------------------------------------
-# Closed forms against Monte Carlo
-
-
-def test_q_sample_moments_match_the_closed_form():
-    sch = Schedule.make("cosine", 100)
-    rng = np.random.default_rng(0)
-    n, t = 200_000, 37
-    x0 = Tensor(np.full((n, 1, 1, 1), 0.6, np.float32))
-    xt = q_sample(sch, x0, Tensor(np.full(n, t)), Tensor(rng.standard_normal((n, 1, 1, 1)).astype(np.float32)))
-    values = xt.numpy().ravel()
-    assert values.mean() == pytest.approx(0.6 * math.sqrt(sch.alpha_bar[t]), abs=4e-3)
-    assert values.var() == pytest.approx(1 - sch.alpha_bar[t], rel=1e-2)
-
-
-def test_step_by_step_noising_matches_the_closed_form():
-    sch = Schedule.make("linear", 50)
-    rng = np.random.default_rng(1)
-    x = np.full(1_000_000, -0.4)
-    for beta in sch.betas[:20]:
-        x = np.sqrt(1 - beta) * x + np.sqrt(beta) * rng.standard_normal(x.shape)
-    assert x.mean() == pytest.approx(-0.4 * math.sqrt(sch.alpha_bar[19]), abs=5e-3)
-    assert x.var() == pytest.approx(1 - sch.alpha_bar[19], rel=2e-2)
-
-
-def test_posterior_mean_equals_the_epsilon_form_of_eq_11():
-    sch = Schedule.make("linear", 1000)
-    rng = np.random.default_rng(2)
-    t = Tensor(np.array([0, 1, 500, 999]))
-    xt = Tensor(rng.standard_normal((4, 1, 3, 3)).astype(np.float32))
-    eps = Tensor(rng.standard_normal((4, 1, 3, 3)).astype(np.float32))
-    mean = posterior_mean(sch, x0_from_eps(sch, xt, t, eps), xt, t).numpy()
-    a, b, ab = (v[t.data].reshape(-1, 1, 1, 1) for v in (sch.alphas, sch.betas, sch.alpha_bar))
-    eq11 = (xt.numpy() - b / np.sqrt(1 - ab) * eps.numpy()) / np.sqrt(a)
-    np.testing.assert_allclose(mean, eq11, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(eps_from_x0(sch, xt, t, x0_from_eps(sch, xt, t, eps)).numpy(), eps.numpy(),
-                               rtol=1e-3, atol=2e-3)
-
-
-def test_posterior_matches_monte_carlo():
-    """Sample (x_{t-1}, x_t) from the forward process, keep pairs with x_t near a value,
-    and compare x_{t-1}'s mean and variance with q(x_{t-1} | x_t, x_0)."""
-    sch = Schedule.make("linear", 100)
-    rng = np.random.default_rng(3)
-    t, x0, n = 30, 0.5, 2_000_000
-    prev = math.sqrt(sch.alpha_bar[t - 1]) * x0 + math.sqrt(1 - sch.alpha_bar[t - 1]) * rng.standard_normal(n)
-    xt = math.sqrt(sch.alphas[t]) * prev + math.sqrt(sch.betas[t]) * rng.standard_normal(n)
-    near = np.abs(xt - 0.3) < 0.01
-    mean = sch.mean_coef_x0[t] * x0 + sch.mean_coef_xt[t] * 0.3
-    assert prev[near].mean() == pytest.approx(mean, abs=5e-3)
-    assert prev[near].var() == pytest.approx(sch.posterior_variance[t], rel=5e-2)
-
-
-def test_gaussian_kl_matches_monte_carlo():
-    rng = np.random.default_rng(4)
-    m1, lv1, m2, lv2 = 0.3, math.log(0.5), -0.2, math.log(1.7)
-    x = m1 + math.sqrt(0.5) * rng.standard_normal(1_000_000)
-    log_p = -0.5 * (np.log(2 * np.pi) + lv1 + (x - m1) ** 2 / 0.5)
-    log_q = -0.5 * (np.log(2 * np.pi) + lv2 + (x - m2) ** 2 / 1.7)
-    t = lambda v: Tensor(np.array(v, np.float64))
-    kl = gaussian_kl(t(m1), t(lv1), t(m2), t(lv2)).item()
-    assert kl == pytest.approx((log_p - log_q).mean(), abs=3e-3)
+from minigen.models.config import config_dict
+from minigen.models.ddpm import DDPM, DDPMConfig, SamplerOptions
+from minigen.models.diffusion import q_sample, v_target
 
 
 # ----------------------------------------------------------------------------
@@ -198,6 +76,81 @@ def test_bad_settings_are_named():
         tiny().sample(2, labels=[0, 1])
     with pytest.raises(ValueError, match=r"labels must be in 0..1, got \[0, 5\]"):
         tiny(num_classes=2).sample(2, labels=[0, 5])
+
+
+# ----------------------------------------------------------------------------
+# The config and the sampler options
+
+
+def test_config_round_trips_through_a_checkpoint_dict():
+    model = tiny(num_classes=3, prediction="v", variance="large", channel_mults=[1, 2])
+    assert isinstance(model.config, DDPMConfig) and DDPM.Config is DDPMConfig
+    assert model.config.channel_mults == (1, 2), "a list from a checkpoint becomes the tuple"
+    settings = json.loads(json.dumps(config_dict(model.config)))  # what a checkpoint stores
+    assert settings["channel_mults"] == [1, 2] and settings["num_classes"] == 3
+    rebuilt = DDPM(**settings)
+    assert rebuilt.config == model.config
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    same = DDPM(DDPMConfig(**settings))
+    assert same.config == model.config and DDPM(model.config, T=30).config == replace(model.config, T=30)
+    assert DDPM().config == DDPMConfig()
+
+
+def test_config_errors_name_the_setting_and_the_value():
+    for settings, message in [(dict(prediction="score"), "prediction must be one of .* got 'score'"),
+                              (dict(variance="learned"), "variance must be one of .* got 'learned'"),
+                              (dict(p_uncond=1.0), r"p_uncond must be in \[0, 1\), got 1.0")]:
+        with pytest.raises(ValueError, match=message):
+            DDPMConfig(**settings)
+        with pytest.raises(ValueError, match=message):
+            DDPM(**settings)
+    with pytest.raises(ValueError, match="DDPMConfig has no setting 'hidden'; its settings are channels, levels"):
+        DDPM(hidden=32)
+    with pytest.raises(TypeError, match="expected a DDPMConfig, got dict"):
+        DDPM({"T": 10})
+
+
+@pytest.mark.parametrize("method", ["sample", "generate"])
+def test_an_unknown_sampler_option_is_a_one_line_error_naming_it(method):
+    with pytest.raises(ValueError, match="SamplerOptions has no setting 'temperature'; its settings are sampler, ") \
+            as error:
+        getattr(tiny(), method)(2, sampler="ddim", temperature=0.5)
+    assert "\n" not in str(error.value)
+
+
+def test_sample_and_generate_take_the_same_options():
+    model = tiny(num_classes=2)
+    options = SamplerOptions(sampler="ddim", steps=4, eta=0.5, spacing="quadratic", clip=False, guidance=2.0, seed=3)
+    labels = [0, 1, 1]
+    floats = model.generate(3, labels, options=options)
+    images = model.sample(3, labels, options=options)
+    np.testing.assert_array_equal(images, model.unscale(floats))
+    keywords = dict(sampler="ddim", steps=4, eta=0.5, spacing="quadratic", clip=False, guidance=2.0, seed=3)
+    np.testing.assert_array_equal(model.generate(3, labels, **keywords).numpy(), floats.numpy())
+    np.testing.assert_array_equal(model.sample(3, labels, **keywords), images)
+    # keywords given with options replace the options' values
+    np.testing.assert_array_equal(model.generate(3, labels, options=options, seed=4).numpy(),
+                                  model.generate(3, labels, options=replace(options, seed=4)).numpy())
+    assert not np.array_equal(model.generate(3, labels, options=options, seed=4).numpy(), floats.numpy())
+
+
+def test_sampling_and_the_bound_restore_the_training_mode():
+    model = tiny()
+    images = np.zeros((2, 1, 4, 4), dtype=np.int64)
+    for mode in (True, False):
+        model.train(mode)
+        model.sample(2, sampler="ddim", steps=2)
+        model.nll_bound(images, timesteps=2)
+        assert all(module.training is mode for module in model.modules())
+
+    def fail(t, x_t, x0_hat):
+        assert not model.training and not mg.is_grad_enabled(), "sampling runs in eval mode, without a graph"
+        raise RuntimeError("stop")
+
+    model.train()
+    with pytest.raises(RuntimeError, match="stop"):
+        model.generate(2, sampler="ddim", steps=2, on_step=fail)
+    assert all(module.training for module in model.modules()) and mg.is_grad_enabled()
 
 
 # ----------------------------------------------------------------------------
@@ -337,7 +290,7 @@ class TargetNet(nn.Module):
 
     def forward(self, xt, t, labels=None):
         m = self.model
-        return {"eps": self.noise, "x0": self.x0, "v": m._v(self.x0, t, self.noise)}[m.prediction]
+        return {"eps": self.noise, "x0": self.x0, "v": v_target(m.schedule, self.x0, t, self.noise)}[m.prediction]
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
@@ -352,15 +305,6 @@ def test_every_prediction_type_recovers_x0_and_the_noise(prediction):
     eps, x0_hat = model.predict_eps_x0(xt, t, clip=False)
     np.testing.assert_allclose(x0_hat.numpy(), x0.numpy(), atol=5e-4)
     np.testing.assert_allclose(eps.numpy(), noise.numpy(), atol=5e-3)
-
-
-def test_quadratic_spacing_packs_steps_near_the_data():
-    steps = ddim_timesteps(1000, 20, "quadratic")
-    assert steps[0] == 0 and steps == sorted(steps) and len(steps) <= 20
-    gaps = np.diff(steps)
-    assert gaps[0] < gaps[-1]
-    with pytest.raises(ValueError, match="spacing must be 'uniform' or 'quadratic'"):
-        ddim_timesteps(1000, 20, "cubic")
 
 
 def test_same_results_on_every_device(device):
@@ -387,23 +331,3 @@ def test_training_on_digits_lowers_the_loss():
                  channel_mults=(1,), groups=4)
     losses = fit(model, digits.images, steps=60)
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-10:])
-
-
-@pytest.mark.parametrize("timesteps", [1, 2, 4])
-def test_bound_estimate_weights_every_step_once_on_average(timesteps):
-    """The K-step estimate is unbiased: over many draws each of the T - 1 steps counts once on average,
-    and the last step (the largest term under the cosine schedule) is counted in every draw when K > 1."""
-    model = tiny()
-    T = model.schedule.T
-    rng = np.random.default_rng(0)
-    counted = np.zeros(T)
-    draws = 20_000
-    for _ in range(draws):
-        steps, weights = model._bound_steps(timesteps, rng)
-        np.add.at(counted, steps, weights)
-        assert timesteps == 1 or (T - 1) in steps
-    np.testing.assert_allclose(counted[1:] / draws, 1.0, atol=0.06)
-    assert counted[0] == 0, "step 0 is the decoder's, not the middle sum's"
-    assert list(model._bound_steps(None, rng)[0]) == list(range(1, T))
-    with pytest.raises(ValueError, match="timesteps must be at least 1"):
-        model._bound_steps(0, rng)

@@ -9,7 +9,9 @@ import pytest
 import minigen as mg
 from minigen import optim
 from minigen.data import batches, load_digits
-from minigen.models.pixelcnn import FullImage, GatedPixelCNN, PixelCNN, causal_mask, channel_groups
+from minigen.models.config import config_dict
+from minigen.models.pixelcnn import (GatedPixelCNN, GatedPixelCNNConfig, PixelCNN, PixelCNNConfig, SamplingCache,
+                                     causal_mask, channel_groups)
 
 SMALL = {
     "pixelcnn": lambda **kw: PixelCNN(hidden=12, blocks=2, **kw),
@@ -94,8 +96,8 @@ def test_vertical_stack_never_reads_the_horizontal_stack(rng):
     x = rng.uniform(-1, 1, (1, 1, 4, 4)).astype(np.float32)
     changed = x.copy()
     changed[0, 0, 3] = rng.uniform(-1, 1, 4)
-    before = model._vertical_stack(mg.tensor(x), None, FullImage())
-    after = model._vertical_stack(mg.tensor(changed), None, FullImage())
+    before = model.vertical_stack(mg.tensor(x))
+    after = model.vertical_stack(mg.tensor(changed))
     for v0, v1 in zip(before, after):
         np.testing.assert_array_equal(v0.numpy()[:, :, :4], v1.numpy()[:, :, :4])
 
@@ -139,6 +141,33 @@ def test_cached_sampler_equals_naive_sampler(family, channels, levels, classes):
     assert not np.array_equal(cached, model.sample(4, size=(3, 4), labels=labels, seed=6, cached=True))
 
 
+@pytest.mark.parametrize("family", SMALL)
+@pytest.mark.parametrize("channels, classes", [(1, None), (3, 2)])
+def test_step_at_each_place_equals_the_whole_image_network(family, channels, classes, rng):
+    """Walk the sub-pixels in the cached sampler's order. At (c, i, j) the image is finished
+    before it and arbitrary from it on; ``logits_at`` must give colour c the logits that the
+    whole-image network gives it on the finished image."""
+    model = SMALL[family](channels=channels, levels=3, num_classes=classes)
+    n, (height, width) = 2, (3, 4)
+    x = rng.integers(0, 3, (n, channels, height, width))
+    labels = mg.tensor(np.array([1, 0])) if classes else None
+    raster = np.arange(height * width * channels).reshape(height, width, channels).transpose(2, 0, 1)
+    scaled = lambda images: mg.tensor(images.astype(np.float32) - 1)  # levels 0..2 -> [-1, 1]
+
+    def finished_before(c, i, j):
+        return scaled(np.where(raster < raster[c, i, j], x, rng.integers(0, 3, x.shape)))
+
+    with mg.no_grad():
+        full = model.logits(scaled(x), labels).numpy().reshape(n, channels, 3, height, width)
+        cache = SamplingCache(height, width)
+        for i in range(height):
+            model.start_row(cache, finished_before(0, i, 0), labels, i)
+            for j, c in itertools.product(range(width), range(channels)):
+                at = model.logits_at(cache, finished_before(c, i, j), labels, i, j).numpy()
+                np.testing.assert_allclose(at.reshape(n, channels, 3)[:, c], full[:, c, :, i, j],
+                                           rtol=1e-5, atol=1e-5, err_msg=f"sub-pixel {(c, i, j)}")
+
+
 def test_low_temperature_is_greedy():
     model = SMALL["pixelcnn"](levels=3)
     a = model.sample(3, size=(3, 3), temperature=1e-4, seed=1, cached=True)
@@ -158,6 +187,47 @@ def test_bad_inputs_are_named():
         SMALL["gated"](num_classes=2).sample(1, size=(2, 2))
     with pytest.raises(ValueError, match=r"hidden \(10\) must be a multiple of 2 \* channels \(6\)"):
         PixelCNN(channels=3, hidden=10)
+
+
+# ----------------------------------------------------------------------------
+# Settings
+
+
+@pytest.mark.parametrize("model_class, settings", [
+    (PixelCNN, dict(channels=3, levels=4, hidden=18, blocks=1, num_classes=5, first_kernel=5)),
+    (GatedPixelCNN, dict(channels=3, levels=4, hidden=9, layers=2, num_classes=5, kernel_size=5)),
+])
+def test_config_round_trips_through_a_dict(model_class, settings, tmp_path):
+    model = model_class(**settings)
+    assert isinstance(model.config, model_class.Config) and model.config == model_class.Config(**settings)
+    assert model_class(model_class.Config(**settings)).config == model.config
+    mg.save({"model_config": config_dict(model.config)}, tmp_path / "config.npz")  # as checkpoints do
+    rebuilt = model_class(**mg.load(tmp_path / "config.npz")["model_config"])
+    assert rebuilt.config == model.config
+    assert [name for name, _ in rebuilt.named_parameters()] == [name for name, _ in model.named_parameters()]
+
+
+def test_defaults_are_the_constructors():
+    assert PixelCNN().config == PixelCNNConfig(channels=1, levels=2, hidden=64, blocks=5, num_classes=None,
+                                               first_kernel=7, kernel_size=3)
+    assert GatedPixelCNN().config == GatedPixelCNNConfig(channels=1, levels=2, hidden=32, layers=6,
+                                                         num_classes=None, kernel_size=3)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: PixelCNN(layers=3), "PixelCNNConfig has no setting 'layers'; its settings are channels, levels, hidden"),
+    (lambda: GatedPixelCNN(blocks=3, depth=2), "GatedPixelCNNConfig has no setting 'blocks', 'depth'"),
+    (lambda: PixelCNN(levels=1), r"PixelCNNConfig: levels must be an integer >= 2, got 1"),
+    (lambda: GatedPixelCNN(hidden=2.5), r"GatedPixelCNNConfig: hidden must be an integer >= 1, got 2.5"),
+    (lambda: PixelCNN(kernel_size=4), "PixelCNNConfig: kernel_size must be odd, got 4"),
+    (lambda: GatedPixelCNN(num_classes=0), "GatedPixelCNNConfig: num_classes must be an integer >= 1, got 0"),
+    (lambda: GatedPixelCNN(channels=3, hidden=10),
+     r"GatedPixelCNNConfig: hidden \(10\) must be a multiple of channels \(3\)"),
+])
+def test_bad_settings_are_one_line_errors_that_name_them(build, message):
+    with pytest.raises(ValueError, match=message) as error:
+        build()
+    assert "\n" not in str(error.value)
 
 
 # ----------------------------------------------------------------------------

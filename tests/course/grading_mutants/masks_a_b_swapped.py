@@ -3,7 +3,7 @@ TASK = "3.3"
 
 
 def causal_mask(out_groups, in_groups, kernel_size, mask_type):
-    kh, kw = _pair(kernel_size)
+    kh, kw = as_pair(kernel_size, "kernel_size", 1)
     out_groups, in_groups = np.asarray(out_groups), np.asarray(in_groups)
     mask = np.zeros((len(out_groups), len(in_groups), kh, kw), dtype=np.float32)
     mask[:, :, : kh // 2, :] = 1

@@ -3,4 +3,4 @@ TASK = "6.2"
 
 
 def posterior_mean(schedule, x0, xt, t):
-    return _at(schedule.mean_coef_xt, t, xt) * x0 + _at(schedule.mean_coef_x0, t, xt) * xt
+    return at_step(schedule.mean_coef_xt, t, xt) * x0 + at_step(schedule.mean_coef_x0, t, xt) * xt

@@ -3,4 +3,4 @@ TASK = "5.4"
 
 
 def q_sample(schedule, x0, t, noise):
-    return _at(schedule.alpha_bar, t, x0) * x0 + _at(1 - schedule.alpha_bar, t, x0) * noise
+    return at_step(schedule.alpha_bar, t, x0) * x0 + at_step(1 - schedule.alpha_bar, t, x0) * noise
