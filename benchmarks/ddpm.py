@@ -18,8 +18,7 @@ import time
 from minigen.engine import backend
 from minigen.metrics import sample_quality
 from minigen.train import TrainConfig, train
-
-from _common import publish  # benchmarks/_common.py, beside this script
+from minigen.bench.report import markdown_table, publish
 
 SAMPLERS = [("ddpm", None)] + [("ddim", s) for s in (10, 20, 50, 100)]
 
@@ -57,19 +56,19 @@ def run(steps: int, n: int, device: str = "cpu", pixelcnn_steps: int = 1000) -> 
 
 
 def markdown(result: dict) -> str:
-    lines = [f"DDPM ({result['parameters']:,} parameters, {result['train_steps']} training steps in "
-             f"{result['train_seconds']:.0f} s, test bound {result['test_nll_bound_bits_per_dim']:.3f} bits/dim) "
-             f"on 8x8 digits with 17 levels; Gated PixelCNN ({result['pixelcnn_steps']} steps, exact test NLL "
-             f"{result['pixelcnn_test_bits_per_dim']:.3f} bits/dim) on the same data; {result['n']} samples each; "
-             f"{result['device']}; {result['date']}.", "",
-             "| sampler | network evaluations | seconds | Frechet distance | class entropy (bits, max 3.32) |",
-             "|---|---:|---:|---:|---:|"]
-    for row in result["rows"]:
-        lines.append(f"| {row['sampler']} | {row['steps']} | {row['seconds']:.2f} | {row['frechet_distance']:.1f} "
-                     f"| {row['class_entropy_bits']:.2f} |")
-    lines.append(f"| {result['n']} real training images | - | - | "
-                 f"{result['rows'][0]['real_images_frechet_distance']:.1f} | - |")
-    return "\n".join(lines)
+    """The results table, with the two models' training above it and real images' score below."""
+    rows = [[row["sampler"], row["steps"], f"{row['seconds']:.2f}", f"{row['frechet_distance']:.1f}",
+             f"{row['class_entropy_bits']:.2f}"] for row in result["rows"]]
+    rows.append([f"{result['n']} real training images", "-", "-",
+                 f"{result['rows'][0]['real_images_frechet_distance']:.1f}", "-"])
+    return "\n".join([
+        f"DDPM ({result['parameters']:,} parameters, {result['train_steps']} training steps in "
+        f"{result['train_seconds']:.0f} s, test bound {result['test_nll_bound_bits_per_dim']:.3f} bits/dim) "
+        f"on 8x8 digits with 17 levels; Gated PixelCNN ({result['pixelcnn_steps']} steps, exact test NLL "
+        f"{result['pixelcnn_test_bits_per_dim']:.3f} bits/dim) on the same data; {result['n']} samples each; "
+        f"{result['device']}; {result['date']}.", "",
+        markdown_table(["sampler", "network evaluations", "seconds", "Frechet distance",
+                        "class entropy (bits, max 3.32)"], rows, "lrrrr")])
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ FLOP count. Results print as a Markdown table (copied into the README).
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
@@ -22,10 +21,9 @@ import minigen as mg
 from minigen.engine import backend
 from minigen import functional as F
 from minigen import optim
-from minigen.bench.timing import facts_line, machine_facts, measure, run_in_fresh_process
+from minigen.bench.report import cell, markdown_table, publish
+from minigen.bench.timing import adam_step, facts_line, machine_facts, measure, run_worker, serve_worker
 from minigen.models.classifier import DigitClassifier
-
-from _common import publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
@@ -130,13 +128,7 @@ def _training_closure(framework: str, batch: int, size: int, device: str = "cpu"
         model = torch_classifier(size)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         x, y, loss_fn = torch.from_numpy(x_np), torch.from_numpy(y_np), torch.nn.functional.cross_entropy
-
-    def step():
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-
-    return step
+    return adam_step(opt, lambda: loss_fn(model(x), y))
 
 
 MEMORY_SHAPE = dict(batch=256, size=28)
@@ -168,8 +160,8 @@ def peak_memory_mib(framework: str) -> float | None:
     return (_rss_kib("VmHWM") - before) / 1024
 
 
-def worker(framework: str, device: str) -> dict:
-    """All measurements for one framework, run in this (fresh) process."""
+def worker(framework: str, plan, device: str) -> dict:
+    """All measurements for one framework, run in this (fresh) process (``plan`` is unused: the sizes are fixed)."""
     if framework == "minigen":
         conv, overhead = bench_conv_minigen(device), bench_overhead_minigen(device)
     else:
@@ -186,9 +178,8 @@ ROWS = {"conv": "conv2d fwd+bwd (64x64x28x28, 3x3)",
 
 
 def run(device: str) -> dict:
-    ours = run_in_fresh_process(__file__, "--worker", "minigen", "--device", device)
-    theirs = (run_in_fresh_process(__file__, "--worker", "torch", "--device", "cpu")
-              if torch is not None and device == "cpu" else None)
+    ours = run_worker(__file__, "minigen", device=device)
+    theirs = run_worker(__file__, "torch", device="cpu") if torch is not None and device == "cpu" else None
     rows = {}
     for key, name in ROWS.items():
         ratio = ours[key] / theirs[key] if theirs else None
@@ -204,33 +195,29 @@ def run(device: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [facts_line(result), "",
-             "| benchmark | minigen | PyTorch CPU | minigen / PyTorch |", "|---|---:|---:|---:|"]
-    for name, row in result["rows"].items():
-        torch_ms = f"{row['torch_ms']:.3f} ms" if row["torch_ms"] else "-"
-        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
-        lines.append(f"| {name} | {row['minigen_ms']:.3f} ms | {torch_ms} | {ratio} |")
+    """The results table, with the machine facts above it and the conv's GFLOP/s below."""
+    rows = [[name, f"{row['minigen_ms']:.3f} ms", cell(row["torch_ms"], "{:.3f} ms"), cell(row["ratio"], "{:.2f}x")]
+            for name, row in result["rows"].items()]
     memory = result.get("peak_memory_mib")
     if memory:
-        torch_mem = f"{memory['torch']:.1f} MiB" if memory["torch"] is not None else "-"
         ratio = f"{memory['minigen'] / memory['torch']:.2f}x" if memory["torch"] else "-"
-        lines.append(f"| peak extra memory of one training step (batch 256, 28x28) "
-                     f"| {memory['minigen']:.1f} MiB | {torch_mem} | {ratio} |")
-    lines += ["", f"conv2d achieves {result['conv_gflops']:.1f} GFLOP/s; a plain float32 matmul of "
-              f"the same shape achieves {result['matmul_gflops']:.1f} GFLOP/s "
-              f"({result['conv_gflops'] / result['matmul_gflops']:.0%})."]
-    return "\n".join(lines)
+        rows.append(["peak extra memory of one training step (batch 256, 28x28)", f"{memory['minigen']:.1f} MiB",
+                     cell(memory["torch"], "{:.1f} MiB"), ratio])
+    return "\n".join([
+        facts_line(result), "",
+        markdown_table(["benchmark", "minigen", "PyTorch CPU", "minigen / PyTorch"], rows, "lrrr"), "",
+        f"conv2d achieves {result['conv_gflops']:.1f} GFLOP/s; a plain float32 matmul of "
+        f"the same shape achieves {result['matmul_gflops']:.1f} GFLOP/s "
+        f"({result['conv_gflops'] / result['matmul_gflops']:.0%})."])
 
 
 def main() -> None:
+    if serve_worker(worker):
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--worker", choices=["minigen", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.device)))
-        return
     result = run(args.device)
     publish(result, markdown(result), args.json)
 

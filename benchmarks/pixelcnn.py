@@ -9,7 +9,7 @@ Measures, in one run:
      that both samplers return exactly the same images. At 28x28 the naive
      time is extrapolated (the median of a few forward passes times the
      C*H*W passes it makes) and the images are not compared, unless
-     ``--full-naive`` runs it in full (about 2 more minutes on 2 cores);
+     ``--full-naive`` runs it in full (C*H*W full forward passes: slow);
   2. one training step (forward, backward, Adam) of the reference PixelCNN on
      a batch of 64 binary images at 8x8 and 28x28, in minigen and in PyTorch
      CPU eager. The PyTorch network is built here with minigen's own masks and
@@ -21,17 +21,15 @@ only, few repeats. Results print as Markdown tables (copied into the README).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 
 import minigen as mg
 from minigen import optim
-from minigen.bench.timing import facts_line, machine_facts, measure, run_in_fresh_process
+from minigen.bench.report import cell, markdown_table, publish
+from minigen.bench.timing import adam_step, facts_line, machine_facts, measure, run_worker, serve_worker
 from minigen.models.pixelcnn import GatedPixelCNN, PixelCNN
-
-from _common import publish  # benchmarks/_common.py, beside this script
 
 try:
     import torch
@@ -113,15 +111,7 @@ def training_step(framework: str, size: int, device: str = "cpu"):
     else:
         model = TorchPixelCNN.from_minigen(model)
         x, opt = torch.from_numpy(images), torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step():
-        opt.zero_grad()
-        loss = model.loss(x)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return step
+    return adam_step(opt, lambda: model.loss(x))
 
 
 def worker(kind: str, plan: dict, device: str) -> dict:
@@ -144,12 +134,9 @@ def worker(kind: str, plan: dict, device: str) -> dict:
 
 def run(plan: dict, device: str) -> dict:
     """Every worker in turn, each in a fresh process; the results as one dict (what --json writes)."""
-    def in_worker(kind: str, on: str = device) -> dict:
-        return run_in_fresh_process(__file__, "--worker", kind, "--plan", json.dumps(plan), "--device", on)
-
-    sampled = in_worker("sampling")
-    ours = in_worker("minigen")
-    theirs = in_worker("torch", "cpu") if torch is not None and device == "cpu" else None
+    sampled = run_worker(__file__, "sampling", plan, device)
+    ours = run_worker(__file__, "minigen", plan, device)
+    theirs = run_worker(__file__, "torch", plan, "cpu") if torch is not None and device == "cpu" else None
     sampling = {}
     for name, (_, config) in MODELS.items():
         sizes = {}
@@ -172,34 +159,29 @@ def run(plan: dict, device: str) -> dict:
 def markdown(result: dict) -> str:
     """The two results tables, with the machine facts above them."""
     plan = result["plan"]
-    lines = [facts_line(result), "",
-             f"Sampling {result['sample_batch']} images. Naive: one full forward pass per sub-pixel, "
-             f"one run; *extrapolated: the median of {plan['forward_repeats']} forward passes "
-             f"times their number, C*H*W. Cached: one pixel's worth of network per sub-pixel, "
-             f"median of n={plan['cached_repeats']}. Identical: the two samplers drew the same images.", "",
-             "| model | image | naive | cached | speed-up | identical |", "|---|---|---:|---:|---:|---|"]
+    sampling = []
     for name, model in result["sampling"].items():
         settings = ", ".join(f"{key}={value}" for key, value in model["config"].items())
         for index, (size, row) in enumerate(model["sizes"].items()):
             label = f"{name}({settings}), {model['parameters']:,} parameters" if index == 0 else ""
             naive = f"{row['naive_s']:.2f} s" + ("*" if row["naive_extrapolated"] else "")
             identical = {True: "yes", False: "no", None: "not compared"}[row["identical"]]
-            lines.append(f"| {label} | {size} | {naive} | {row['cached_s']:.3f} s "
-                         f"| {row['speedup']:.1f}x | {identical} |")
-    lines += ["", f"Training step of the reference PixelCNN: forward, backward and Adam on "
-              f"{result['train_batch']} binary images (median of n={plan['train_repeats']}). "
-              "Both start from the same weights; the first loss is in nats per image.", "",
-              "| image | minigen | PyTorch CPU | minigen / PyTorch | first loss, minigen / PyTorch |",
-              "|---|---:|---:|---:|---:|"]
-    for size, row in result["training"].items():
-        if row["torch_ms"] is None:
-            torch_ms = ratio = torch_loss = "-"
-        else:
-            torch_ms, ratio = f"{row['torch_ms']:.1f} ms", f"{row['ratio']:.2f}x"
-            torch_loss = f"{row['torch_first_loss']:.4f}"
-        lines.append(f"| {size} | {row['minigen_ms']:.1f} ms | {torch_ms} | {ratio} "
-                     f"| {row['minigen_first_loss']:.4f} / {torch_loss} |")
-    return "\n".join(lines)
+            sampling.append([label, size, naive, f"{row['cached_s']:.3f} s", f"{row['speedup']:.1f}x", identical])
+    training = [[size, f"{row['minigen_ms']:.1f} ms", cell(row["torch_ms"], "{:.1f} ms"), cell(row["ratio"], "{:.2f}x"),
+                 f"{row['minigen_first_loss']:.4f} / {cell(row['torch_first_loss'], '{:.4f}')}"]
+                for size, row in result["training"].items()]
+    return "\n".join([
+        facts_line(result), "",
+        f"Sampling {result['sample_batch']} images. Naive: one full forward pass per sub-pixel, "
+        f"one run; *extrapolated: the median of {plan['forward_repeats']} forward passes "
+        f"times their number, C*H*W. Cached: one pixel's worth of network per sub-pixel, "
+        f"median of n={plan['cached_repeats']}. Identical: the two samplers drew the same images.", "",
+        markdown_table(["model", "image", "naive", "cached", "speed-up", "identical"], sampling, "llrrrl"), "",
+        f"Training step of the reference PixelCNN: forward, backward and Adam on "
+        f"{result['train_batch']} binary images (median of n={plan['train_repeats']}). "
+        "Both start from the same weights; the first loss is in nats per image.", "",
+        markdown_table(["image", "minigen", "PyTorch CPU", "minigen / PyTorch", "first loss, minigen / PyTorch"],
+                       training, "lrrrr")])
 
 
 def check(result: dict) -> None:
@@ -216,18 +198,15 @@ def check(result: dict) -> None:
 
 
 def main() -> None:
+    if serve_worker(worker):
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8x8 only, few repeats")
     parser.add_argument("--full-naive", action="store_true",
                         help="run the naive sampler in full at every size (and compare its images there)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--worker", choices=["sampling", "minigen", "torch"], help=argparse.SUPPRESS)
-    parser.add_argument("--plan", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.plan, args.device)))
-        return
     plan = PLANS["quick" if args.quick else "full"]
     if args.full_naive:
         plan = {**plan, "naive_sizes": plan["sample_sizes"]}

@@ -1,6 +1,6 @@
 """``minigen bench``: how long autoregressive and diffusion models take to sample and train, measured.
 
-    minigen bench --quick                # a smoke run, under a minute on a 2-core CPU
+    minigen bench --quick                # a smoke run: two small sizes, one channel, short caps
     minigen bench --out results/         # the full run behind the README's timing tables
 
 The question is not "which is faster" but "how many sequential network
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,10 +30,13 @@ from tqdm import tqdm
 from ..engine import backend, optim
 from ..engine import functional as F
 from ..engine.autograd import Tensor
-from .timing import count_flops, crossover, facts_line, machine_facts, measure, run_in_fresh_process, time_sequential
+from .report import cell, markdown_table
+from .timing import (adam_step, count_flops, crossover, facts_line, machine_facts, measure, run_worker,
+                     serve_worker, time_sequential)
 from ..files import write_atomically, write_text_atomically
 from ..engine.creation import tensor
-from ..models.ddpm import DDPM, Schedule, q_sample
+from ..models.ddpm import DDPM
+from ..models.diffusion import Schedule, q_sample
 from ..models.pixelcnn import PixelCNN
 
 PIXELCNN = dict(levels=16, hidden=84, blocks=5)
@@ -199,18 +201,6 @@ def torch_training_step(family: str, channels: int, size: int, batch: int):
     return adam_step(torch.optim.Adam(model.parameters(), lr=1e-3), loss_fn)
 
 
-def adam_step(opt, loss_fn):
-    """A closure: zero the gradients, compute ``loss_fn()``, backward, update; return the loss
-    (the same five calls in minigen and in PyTorch)."""
-    def step():
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-        return loss.item()
-    return step
-
-
 def time_training(framework: str, plan: Plan, device: str) -> list:
     """Median seconds per training step of both families at every training size."""
     rows = []
@@ -241,7 +231,7 @@ def bench_training(plan: Plan, device: str, with_torch: bool) -> list:
     ours = time_training("minigen", plan, device)
     theirs = None
     if with_torch and device == "cpu":
-        theirs = run_in_fresh_process("-m", "minigen.bench.ar_vs_diffusion", "--torch-worker", json.dumps(asdict(plan)))
+        theirs = run_worker(("-m", "minigen.bench.ar_vs_diffusion"), "torch", asdict(plan))
     rows = []
     for k, row in enumerate(ours):
         twin = theirs[k] if theirs else None
@@ -292,41 +282,39 @@ def markdown(result: dict) -> str:
     """The run as Markdown: facts, sampling times, networks, crossovers, training steps."""
     plan = result["plan"]
     methods = list(dict.fromkeys(r["method"] for r in result["sampling"]))
-    lines = [facts_line(result), "",
-             f"**Sampling a batch of {plan['batch']} images** (seconds; * = extrapolated from a timed prefix "
-             f"of the sequential steps, cap {plan['cap']:g} s). Sequential network evaluations in brackets.", "",
-             "| device | image | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
+    sampling = []
     for device in result["devices"]:
         for channels in plan["channels"]:
             for size in plan["sizes"]:
                 cells = [f"{_seconds(r)} ({r['evaluations']:,})" for m in methods for r in result["sampling"]
                          if (r["device"], r["channels"], r["size"], r["method"]) == (device, channels, size, m)]
-                lines.append(f"| {device} | {channels}x{size}x{size} | " + " | ".join(cells) + " |")
-    lines += ["", "**The networks** (parameters; GFLOPs of one full-image evaluation, per image, counted over "
-              "convolutions and linear layers):", "",
-              "| image | PixelCNN params | PixelCNN GFLOPs | U-Net params | U-Net GFLOPs |", "|---|---:|---:|---:|---:|"]
-    for n in result["networks"]:
-        if n["device"] == result["devices"][0]:
-            lines.append(f"| {n['channels']}x{n['size']}x{n['size']} | {n['pixelcnn_parameters']:,} | "
-                         f"{n['pixelcnn_flops'] / 1e9:.4f} | {n['ddpm_parameters']:,} | {n['ddpm_flops'] / 1e9:.4f} |")
-    lines += ["", "**Crossover**: the image size (pixels H*W, interpolated on log-log axes) from which the "
-              "diffusion sampler is faster than the autoregressive one.", "",
-              "| device | channels | autoregressive | diffusion | crossover |", "|---|---:|---|---|---|"]
-    for c in result["crossovers"]:
-        lines.append(f"| {c['device']} | {c['channels']} | {c['autoregressive']} | {c['diffusion']} | "
-                     f"{_where(c['pixels'], plan['sizes'])} |")
-    lines += ["", f"**Training step** (forward, backward, Adam; batch {plan['train_batch']}, 1 channel; median of "
-              f"{plan['train_repeats']}); PyTorch CPU eager runs the same networks from the same weights.", "",
-              "| device | network | image | minigen | PyTorch | minigen / PyTorch | first loss, minigen / PyTorch |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    for r in result["training"]:
-        network = "PixelCNN" if r["family"] == "pixelcnn" else "U-Net (DDPM)"
-        torch_ms = "-" if r["torch_s"] is None else f"{r['torch_s'] * 1e3:.1f} ms"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        torch_loss = "-" if r["torch_first_loss"] is None else f"{r['torch_first_loss']:.4f}"
-        lines.append(f"| {r['device']} | {network} | {r['size']}x{r['size']} | {r['minigen_s'] * 1e3:.1f} ms | "
-                     f"{torch_ms} | {ratio} | {r['minigen_first_loss']:.4f} / {torch_loss} |")
-    return "\n".join(lines)
+                sampling.append([device, f"{channels}x{size}x{size}", *cells])
+    networks = [[f"{n['channels']}x{n['size']}x{n['size']}", f"{n['pixelcnn_parameters']:,}",
+                 f"{n['pixelcnn_flops'] / 1e9:.4f}", f"{n['ddpm_parameters']:,}", f"{n['ddpm_flops'] / 1e9:.4f}"]
+                for n in result["networks"] if n["device"] == result["devices"][0]]
+    crossings = [[c["device"], c["channels"], c["autoregressive"], c["diffusion"], _where(c["pixels"], plan["sizes"])]
+                 for c in result["crossovers"]]
+    training = [[r["device"], "PixelCNN" if r["family"] == "pixelcnn" else "U-Net (DDPM)", f"{r['size']}x{r['size']}",
+                 cell(r["minigen_s"], "{:.1f} ms", 1e3), cell(r["torch_s"], "{:.1f} ms", 1e3),
+                 cell(r["ratio"], "{:.2f}x"),
+                 f"{r['minigen_first_loss']:.4f} / {cell(r['torch_first_loss'], '{:.4f}')}"]
+                for r in result["training"]]
+    return "\n".join([
+        facts_line(result), "",
+        f"**Sampling a batch of {plan['batch']} images** (seconds; * = extrapolated from a timed prefix "
+        f"of the sequential steps, cap {plan['cap']:g} s). Sequential network evaluations in brackets.", "",
+        markdown_table(["device", "image", *methods], sampling, "ll" + "r" * len(methods)), "",
+        "**The networks** (parameters; GFLOPs of one full-image evaluation, per image, counted over "
+        "convolutions and linear layers):", "",
+        markdown_table(["image", "PixelCNN params", "PixelCNN GFLOPs", "U-Net params", "U-Net GFLOPs"],
+                       networks, "lrrrr"), "",
+        "**Crossover**: the image size (pixels H*W, interpolated on log-log axes) from which the "
+        "diffusion sampler is faster than the autoregressive one.", "",
+        markdown_table(["device", "channels", "autoregressive", "diffusion", "crossover"], crossings, "lrlll"), "",
+        f"**Training step** (forward, backward, Adam; batch {plan['train_batch']}, 1 channel; median of "
+        f"{plan['train_repeats']}); PyTorch CPU eager runs the same networks from the same weights.", "",
+        markdown_table(["device", "network", "image", "minigen", "PyTorch", "minigen / PyTorch",
+                        "first loss, minigen / PyTorch"], training, "lllrrrr")])
 
 
 def figure(result: dict):
@@ -408,7 +396,7 @@ def add_command(commands) -> None:
     bench = commands.add_parser("bench", help="time sampling and training of PixelCNN vs DDPM/DDIM (tables, plot)",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--quick", action="store_true",
-                       help="smoke run: 8x8 and 16x16, one channel, short caps (under a minute)")
+                       help="smoke run: 8x8 and 16x16, one channel, short caps")
     bench.add_argument("--device", choices=["cpu", "cuda", "all"],
                        help="where to run (default: the CPU, and the GPU too when one is available)")
     bench.add_argument("--cap", type=float, help="seconds before a sampling run is cut short and extrapolated "
@@ -419,6 +407,6 @@ def add_command(commands) -> None:
     bench.set_defaults(run=_bench)
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--torch-worker"]:
-    # The PyTorch half of bench_training, in its own process: prints one JSON line.
-    print(json.dumps(time_training("torch", Plan(**json.loads(sys.argv[2])), "cpu")))
+if __name__ == "__main__":
+    # The PyTorch half of bench_training, in its own process (see run_worker).
+    serve_worker(lambda framework, plan, device: time_training(framework, Plan(**plan), device))

@@ -5,10 +5,14 @@ not done; timing the first call measures allocation and compilation. So
 every measurement here runs ``warmup`` untimed calls, then ``repeats`` timed
 calls, each closed by :func:`minigen.synchronize`, and reports the median
 (robust to the odd slow call) with the interquartile range as the spread.
+
+Also here: the training-step closure that every benchmark times, and the
+protocol that runs one library's measurements in a fresh interpreter.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -57,6 +61,22 @@ def measure(fn, repeats: int = 20, warmup: int = 3, device: str = "cpu",
     q25, median, q75 = np.percentile(times, [25, 50, 75])
     return Timing(float(median), float(q25), float(q75), repeats)
     ### END SOLUTION
+
+
+def adam_step(opt, loss_fn):
+    """A closure: zero the gradients, compute ``loss_fn()``, backward, update; return the loss.
+
+    The same five calls in minigen and in PyTorch, so one closure times a
+    training step in either (any optimizer with ``zero_grad`` and ``step``;
+    the benchmarks use Adam).
+    """
+    def step():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
 
 
 # ----------------------------------------------------------------------------
@@ -188,6 +208,10 @@ def crossover(sizes, slower_first, faster_later):
     return None
 
 
+# ----------------------------------------------------------------------------
+# One library per process: the worker protocol
+
+
 def run_in_fresh_process(*argv: str) -> dict:
     """Run ``python *argv`` in a new interpreter; return the JSON of its last stdout line.
 
@@ -196,6 +220,36 @@ def run_in_fresh_process(*argv: str) -> dict:
     """
     out = subprocess.run([sys.executable, *argv], stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_worker(target, kind: str, plan=None, device: str = "cpu"):
+    """Run the ``kind`` worker of a benchmark in a fresh interpreter; return its JSON result.
+
+    ``target`` starts the benchmark: a script's path, or ``("-m", module)``.
+    It is called as ``target --worker KIND --plan JSON --device DEVICE`` and
+    answers through :func:`serve_worker`; ``plan`` is anything JSON can carry.
+    """
+    target = [target] if isinstance(target, str) else list(target)
+    return run_in_fresh_process(*target, "--worker", kind, "--plan", json.dumps(plan), "--device", device)
+
+
+def serve_worker(work, argv=None) -> bool:
+    """The worker's half of :func:`run_worker`, called first thing by the benchmark.
+
+    When ``argv`` (default: the command line) starts with ``--worker``, print
+    ``work(kind, plan, device)`` as one JSON line and return True; otherwise
+    return False, and the benchmark goes on to its own command line.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] != ["--worker"]:
+        return False
+    parser = argparse.ArgumentParser(description="one worker of a benchmark (see minigen.bench.timing.run_worker)")
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--plan", type=json.loads, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    print(json.dumps(work(args.worker, args.plan, args.device)))
+    return True
 
 
 def machine_facts(devices, torch_version: str | None = None) -> dict:

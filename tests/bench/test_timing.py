@@ -1,10 +1,12 @@
-"""The timing harness, on a fake clock: warm-up excluded, sync called, medians right."""
+"""The timing harness, on a fake clock: warm-up excluded, sync called, medians right; and the worker protocol."""
+
+import json
 
 import pytest
 
 import minigen as mg
 from minigen import nn
-from minigen.bench.timing import count_flops, crossover, measure, time_sequential
+from minigen.bench.timing import adam_step, count_flops, crossover, measure, run_worker, serve_worker, time_sequential
 
 
 class FakeClock:
@@ -112,3 +114,68 @@ def test_crossover_of_two_power_laws_is_exact():
     assert crossover(pixels, autoregressive, diffusion) == pytest.approx(1000.0)
     assert crossover(pixels, autoregressive, [1e-9] * 3) == 10.0, "already cheaper at the smallest size"
     assert crossover(pixels, autoregressive, [1e9] * 3) is None, "never cheaper"
+
+
+# ----------------------------------------------------------------------------
+# The training-step closure and the fresh-process worker protocol
+
+
+def test_adam_step_zeroes_computes_backpropagates_updates_and_returns_the_loss():
+    calls = []
+
+    class Loss:
+        def backward(self):
+            calls.append("backward")
+
+        def item(self):
+            return 0.5
+
+    class Optimizer:
+        def zero_grad(self):
+            calls.append("zero_grad")
+
+        def step(self):
+            calls.append("step")
+
+    step = adam_step(Optimizer(), lambda: calls.append("loss") or Loss())
+    assert calls == [], "building the closure runs nothing"
+    assert step() == 0.5
+    assert calls == ["zero_grad", "loss", "backward", "step"]
+
+
+WORKER = '''
+import sys
+from minigen.bench.timing import serve_worker
+
+def work(kind, plan, device):
+    print("a line before the result", flush=True)
+    return {"kind": kind, "plan": plan, "device": device}
+
+if not serve_worker(work):
+    sys.exit("not called as a worker")
+'''
+
+
+def test_run_worker_round_trips_kind_plan_and_device_through_a_fresh_script(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    plan = {"sizes": [8, 16], "cap": 1.5, "name": "quick"}
+    assert run_worker(str(script), "sampling", plan, "cuda") == {"kind": "sampling", "plan": plan, "device": "cuda"}
+    assert run_worker(str(script), "torch") == {"kind": "torch", "plan": None, "device": "cpu"}
+
+
+def test_serve_worker_answers_only_a_worker_call(capsys):
+    def work(kind, plan, device):
+        return [kind, plan, device]
+
+    assert serve_worker(work, ["--quick", "--json", "out.json"]) is False
+    assert capsys.readouterr().out == ""
+    assert serve_worker(work, ["--worker", "minigen", "--plan", '{"n": 2}', "--device", "cpu"]) is True
+    assert json.loads(capsys.readouterr().out) == ["minigen", {"n": 2}, "cpu"]
+
+
+def test_the_bench_command_serves_its_training_worker_as_a_module():
+    plan = {"train_sizes": [8], "train_batch": 2, "train_repeats": 1}
+    rows = run_worker(("-m", "minigen.bench.ar_vs_diffusion"), "minigen", plan)
+    assert [(row["family"], row["size"]) for row in rows] == [("pixelcnn", 8), ("ddpm", 8)]
+    assert all(row["seconds"] > 0 and row["first_loss"] > 0 for row in rows)
