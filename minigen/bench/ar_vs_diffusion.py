@@ -77,9 +77,8 @@ def pixelcnn(channels: int, device: str) -> PixelCNN:
 
 def ddpm(channels: int, size: int, device: str) -> DDPM:
     """The benchmark's DDPM (T = 1000, cosine) for ``size`` x ``size`` images, seed 0."""
-    settings = {**UNET, "channel_mults": list(UNET["channel_mults"])}
     with backend.seeded(0):
-        return DDPM(channels=channels, image_size=size, T=T, schedule="cosine", **settings).to(device)
+        return DDPM(channels=channels, image_size=size, T=T, schedule="cosine", **UNET).to(device)
 
 
 def samplers(plan: Plan) -> dict:
@@ -195,8 +194,7 @@ def torch_training_step(family: str, channels: int, size: int, batch: int):
         model = TorchPixelCNN.from_minigen(pixelcnn(channels, "cpu"))
         loss_fn = lambda: model.loss(arrays["x"])
     else:
-        net = ddpm(channels, size, "cpu").net
-        model = TorchUNet.from_minigen(net, channels, UNET["channel_mults"], UNET["num_res_blocks"], UNET["groups"])
+        model = TorchUNet.from_ddpm(ddpm(channels, size, "cpu"))
         loss_fn = lambda: torch.nn.functional.mse_loss(model(arrays["xt"], arrays["t"]), arrays["noise"])
     return adam_step(torch.optim.Adam(model.parameters(), lr=1e-3), loss_fn)
 

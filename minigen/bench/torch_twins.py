@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from ..models.config import config_dict
 from ..models.pixelcnn import PixelCNN, causal_mask, channel_groups
-from ..models.unet import UNet, group_count, timestep_embedding, unet_layout
+from ..models.ddpm import DDPM
+from ..models.unet import group_count, timestep_embedding, unet_layout
 from ..engine.autograd import Tensor
 
 
@@ -140,12 +141,13 @@ class TorchUNet(nn.Module):
         return nn.Conv2d(widths[0], widths[0], 3, stride=2 if kind == "down" else 1, padding=1)
 
     @classmethod
-    def from_minigen(cls, model: UNet, channels: int, channel_mults, num_res_blocks: int,
-                     groups: int) -> "TorchUNet":
-        """The same network with the same weights as a class-free minigen UNet built with these settings."""
-        if model.class_embed is not None:
+    def from_ddpm(cls, model: DDPM) -> "TorchUNet":
+        """The same network with the same weights as a class-free minigen DDPM's U-Net, built from its config."""
+        config = model.config
+        if config.num_classes is not None:
             raise ValueError("TorchUNet mirrors class-free U-Nets only (num_classes=None)")
-        return _load(cls(channels, model.base_channels, channel_mults, num_res_blocks, groups), model)
+        twin = cls(config.channels, config.base_channels, config.channel_mults, config.num_res_blocks, config.groups)
+        return _load(twin, model.net)
 
     def forward(self, x, t):
         # minigen's own sinusoidal embedding: one formula, shared by both networks.

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..engine import backend
 from ..engine import functional as F
 from ..engine import nn
-from ..engine.autograd import Tensor, no_grad
+from ..engine.autograd import Tensor
 from ..engine.functional import as_pair
 from .config import configure
 
@@ -333,8 +333,6 @@ class AutoregressiveImageModel(nn.Module):
             labels = Tensor(xp.asarray(np.asarray(labels, dtype=np.int64).reshape(n)))
         x = xp.zeros((n, self.channels, height, width), dtype=np.int64)
         self._check_input(x, labels)
-        was_training = self.training
-        self.eval()
         bar = tqdm(total=height * width * self.channels, desc="sampling", disable=not progress)
 
         def drawn(c, i, j):
@@ -342,15 +340,11 @@ class AutoregressiveImageModel(nn.Module):
             if on_step is not None:
                 on_step(c, i, j, x)
 
-        try:
-            with no_grad():
-                if cached:
-                    self._sample_cached(x, labels, uniform, temperature, drawn)
-                else:
-                    naive_sampling_loop(lambda images: self(images, labels), x, uniform, temperature, drawn)
-        finally:
-            bar.close()
-            self.train(was_training)
+        with bar, self.evaluating():
+            if cached:
+                self._sample_cached(x, labels, uniform, temperature, drawn)
+            else:
+                naive_sampling_loop(lambda images: self(images, labels), x, uniform, temperature, drawn)
         return x
 
     def _device(self) -> str:

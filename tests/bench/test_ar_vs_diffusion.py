@@ -82,10 +82,9 @@ def test_twins_compute_the_same_functions_as_minigen(torch):
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
 
     inputs = timing.training_inputs("ddpm", 1, 8, 2)
-    net = timing.ddpm(1, 8, "cpu").net
-    ours = net(mg.tensor(inputs["xt"]), mg.tensor(inputs["t"])).numpy()
-    settings = timing.UNET
-    twin = TorchUNet.from_minigen(net, 1, settings["channel_mults"], settings["num_res_blocks"], settings["groups"])
+    model = timing.ddpm(1, 8, "cpu")
+    ours = model.net(mg.tensor(inputs["xt"]), mg.tensor(inputs["t"])).numpy()
+    twin = TorchUNet.from_ddpm(model)
     theirs = twin(torch.from_numpy(inputs["xt"]), torch.from_numpy(inputs["t"])).detach().numpy()
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
 
