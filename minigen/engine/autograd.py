@@ -164,7 +164,10 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            given = grad.data if isinstance(grad, Tensor) else grad
+            if isinstance(given, np.ndarray) or backend.is_cupy_array(given):  # no silent copy to this device
+                backend.check_same_device([self.data, given], "backward(grad=...)")
+            grad = given if isinstance(grad, Tensor) else xp.asarray(given, dtype=self.dtype)
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected {self.shape}")
         run_backward(self, grad, retain_graph)
@@ -175,7 +178,13 @@ class Tensor:
 def _accumulate_leaf(leaf: Tensor, grad) -> None:
     # A fresh copy on first write: several ops return the very array they were
     # given (add's backward, reshape's view), and leaf gradients must not alias.
-    leaf.grad = grad.copy() if leaf.grad is None else leaf.grad + grad
+    leaf.grad = grad.copy() if leaf.grad is None else _add(leaf.grad, grad)
+
+
+def _add(a, b):
+    """a + b as an array: NumPy turns the sum of two 0-d arrays into a scalar, which
+    an optimizer could not update in place."""
+    return backend.get_array_module(a).asarray(a + b)
 
 
 def backward_order(root: "Function") -> list:
@@ -229,7 +238,7 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
                 _accumulate_leaf(x, gx)
             else:
                 key = id(x.creator)
-                pending[key] = gx if key not in pending else pending[key] + gx
+                pending[key] = gx if key not in pending else _add(pending[key], gx)
         if not retain_graph:
             fn.release()
 
@@ -273,26 +282,61 @@ def _check_grad(fn, index: int, grad, x: Tensor) -> None:
 # Function
 
 
-def as_tensor(value, like: Tensor | None = None) -> Tensor:
+class DtypeError(TypeError):
+    """Two different floating dtypes met in one op (convert one with ``astype``)."""
+
+
+def float_dtype(inputs, what: str):
+    """The floating dtype an op on ``inputs`` computes in, or None when nothing is floating.
+
+    Type promotion as in PyTorch, in this one place: Python and NumPy scalars,
+    constant arrays and integer or boolean tensors never widen a float tensor
+    (they are cast to its dtype, so float32 stays float32); with no float
+    tensor, a float constant gives float32, the default. Two float tensors of
+    different dtypes are an error here, naming the op (``what``), rather than a
+    dtype mismatch that would surface only later, in backward.
+    """
+    first = None  # (index, dtype) of the first float tensor; a plain loop, as every op call passes here
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.data.dtype.kind == "f":
+            if first is None:
+                first = (i, x.data.dtype)
+            elif x.data.dtype != first[1]:
+                raise DtypeError(
+                    f"{what}: cannot mix {first[1]} (input {first[0]}) and {x.data.dtype} (input {i}); "
+                    f"convert one first, e.g. x.astype({str(first[1])!r})"
+                )
+    if first is not None:
+        return first[1]
+    constants = [x if hasattr(x, "dtype") else np.asarray(x) for x in inputs if not isinstance(x, Tensor)]
+    return np.dtype(np.float32) if any(c.dtype.kind == "f" for c in constants) else None
+
+
+def as_tensor(value, like: Tensor | None = None, dtype=None) -> Tensor:
     """A Tensor for an op input: tensors pass through, constants are wrapped.
 
-    Constants take the dtype (if floating) and device of ``like``, so
-    ``x * 2`` stays float32 and stays on x's device.
+    Constants take the device of ``like`` and the floating dtype ``dtype``
+    (default: ``like``'s if floating, else float32 for float data), so ``x * 2``
+    stays float32 and stays on x's device. Given a floating ``dtype``, an
+    integer or boolean tensor is cast to it too (a constant of the float op).
     """
     if isinstance(value, Tensor):
+        if dtype is not None and value.data.dtype.kind in "iub":
+            return Tensor(value.data.astype(dtype))
         return value
-    if like is None:
-        array = np.asarray(value)
-        return Tensor(array.astype(default_dtype(array), copy=False))
-    xp = backend.get_array_module(like.data)
-    if not isinstance(value, (int, float, bool, np.number)) and backend.device_of(value) != like.device:
-        raise backend.DeviceError(
-            f"a {backend.device_of(value)} array was mixed with a {like.device} tensor; "
-            "wrap it with mg.tensor(..., device=...) on one device first"
-        )
+    xp = np
+    if like is not None:
+        xp = backend.get_array_module(like.data)
+        if not isinstance(value, (int, float, bool, np.number)) and backend.device_of(value) != like.device:
+            raise backend.DeviceError(
+                f"a {backend.device_of(value)} array was mixed with a {like.device} tensor; "
+                "wrap it with mg.tensor(..., device=...) on one device first"
+            )
     array = xp.asarray(value)
-    if array.dtype.kind in "fiub" and np.dtype(like.dtype).kind == "f":
-        array = array.astype(like.dtype, copy=False)
+    if dtype is None:
+        dtype = like.dtype if like is not None and like.dtype.kind == "f" else default_dtype(array)
+    if array.dtype.kind in "fiub" and np.dtype(dtype).kind == "f":
+        array = array.astype(dtype, copy=False)
     return Tensor(array)
 
 
@@ -302,7 +346,10 @@ class Function:
     Subclasses implement ``forward(*arrays) -> array`` and
     ``backward(grad) -> tuple of arrays`` (one per input, in order; ``None``
     for an input that needs no gradient, see ``self.needs_input_grad``).
-    ``forward`` stores on ``self`` only what ``backward`` needs.
+    ``forward`` stores on ``self`` only what ``backward`` needs. The inputs'
+    dtypes are settled by :func:`float_dtype` (integer tensors join a float op
+    as floats), so an op that needs an integer or boolean array as it is (an
+    index, a mask) takes it as a constructor argument, as Where and GetItem do.
     """
 
     inputs = None
@@ -314,7 +361,8 @@ class Function:
 
     def __call__(self, *inputs) -> Tensor:
         like = next((x for x in inputs if isinstance(x, Tensor)), None)
-        tensors = [as_tensor(x, like) for x in inputs]
+        dtype = float_dtype(inputs, self.name)  # raises on mixed float dtypes
+        tensors = [as_tensor(x, like, dtype) for x in inputs]
         backend.check_same_device([t.data for t in tensors], self.name)
         self.needs_input_grad = tuple(t.requires_grad for t in tensors)
         xp = backend.get_array_module(tensors[0].data)

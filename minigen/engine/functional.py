@@ -1,5 +1,5 @@
 """The functions networks are built from: convolution, activations, losses,
-normalisation and resampling.
+normalisation, resampling and attention.
 
 Ops that are hot or whose gradient has a short closed form are one
 :class:`Function` each (convolution, softmax, group norm, ...); the rest are
@@ -205,10 +205,49 @@ def linear(x, w, b=None):
 # ----------------------------------------------------------------------------
 # Activations
 
-_GELU_C = math.sqrt(2 / math.pi)  # a Python float, so float32 stays float32
+_GELU_C = math.sqrt(2 / math.pi)  # Python floats, so float32 stays float32
+_SQRT_HALF, _INV_SQRT_2PI = math.sqrt(0.5), 1 / math.sqrt(2 * math.pi)
+
+# erfc(z) = t exp(P(t) - z^2) with t = 1 / (1 + z/2) for z >= 0: Numerical Recipes'
+# Chebyshev fit (Press et al., 2nd ed., sec. 6.2, erfcc); P's coefficients, lowest first.
+_ERFC_COEFFICIENTS = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                      0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def _erfc(x):
+    """1 - erf(x) on a backend array, in its dtype (NumPy has no erf).
+
+    In float64 the relative error is below 1.2e-7 for every x >= 0 (so erf is
+    within 1.2e-7 absolute, and the tail keeps its relative accuracy);
+    erfc(-x) = 2 - erfc(x). In float32 the rounding of x^2 adds up to ~1e-5
+    relative error in the far tail (x > 4, where erfc(x) < 2e-8).
+    """
+    xp = get_array_module(x)
+    z = xp.abs(x)
+    t = 1 / (1 + 0.5 * z)
+    poly = _ERFC_COEFFICIENTS[-1]
+    for c in reversed(_ERFC_COEFFICIENTS[:-1]):  # Horner's rule
+        poly = c + t * poly
+    tail = t * xp.exp(poly - z * z)
+    return xp.where(x >= 0, tail, 2 - tail)
 
 
 class GELU(Function):
+    """GELU (Hendrycks & Gimpel 2016): x Phi(x), Phi the standard normal CDF,
+    Phi(x) = erfc(-x / sqrt(2)) / 2."""
+
+    def forward(self, x):
+        self.x = x
+        self.cdf = 0.5 * _erfc(-_SQRT_HALF * x)
+        return x * self.cdf
+
+    def backward(self, grad):
+        # d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density.
+        x = self.x
+        return grad * (self.cdf + x * (_INV_SQRT_2PI * get_array_module(x).exp(-0.5 * x * x)))
+
+
+class GELUTanh(Function):
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
 
     def forward(self, x):
@@ -246,16 +285,23 @@ class Softplus(Function):
     def forward(self, x):
         xp = get_array_module(x)
         self.x = x
-        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+        self.y = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+        return self.y
 
     def backward(self, grad):
-        # The derivative is sigmoid(x), in the same overflow-free form as ops.Sigmoid.
-        return grad * (get_array_module(grad).tanh(self.x * 0.5) * 0.5 + 0.5)
+        # The derivative is sigmoid(x) = e^x / (1 + e^x) = e^(x - y): no overflow, and
+        # tiny where x is very negative (y ~ e^x there) with full relative accuracy.
+        return grad * get_array_module(grad).exp(self.x - self.y)
 
 
-def gelu(x):
-    """GELU with the tanh approximation (as in GPT-2 and PyTorch's approximate="tanh")."""
-    return GELU()(x)
+def gelu(x, approximate="none"):
+    """GELU, x Phi(x) with Phi the standard normal CDF: exact (via erf, PyTorch's default),
+    or with ``approximate="tanh"`` the tanh approximation of GPT-2 (within 5e-4 of it)."""
+    if approximate == "none":
+        return GELU()(x)
+    if approximate == "tanh":
+        return GELUTanh()(x)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def silu(x):
@@ -343,6 +389,8 @@ def _class_index(logits: Tensor, target, axis: int):
     """The target as a backend integer array with the class axis put back (size 1),
     after checking its dtype, shape and values."""
     data = target.data if isinstance(target, Tensor) else target
+    if not (isinstance(data, np.ndarray) or backend.is_cupy_array(data)):  # a list or a number:
+        data = get_array_module(logits.data).asarray(data)  # made on the logits' device
     backend.check_same_device([logits.data, data], "cross_entropy")
     data = get_array_module(logits.data).asarray(data)
     classes = logits.shape[axis]
@@ -556,3 +604,198 @@ def dropout(x, p=0.5, training=True):
     x = as_tensor(x)
     keep = backend.generator(x.device).random(x.shape, dtype=np.float32) >= p
     return x * (keep.astype(x.dtype) / (1 - p))
+
+
+# ----------------------------------------------------------------------------
+# Layer normalisation
+
+
+class LayerNorm(Function):
+    """(x - mean) / sqrt(var + eps) * weight + bias, with the mean and the (biased)
+    variance taken over the last ``ndim`` axes of each sample (Ba et al. 2016,
+    eq. 3 for the statistics; the gain and bias of their eq. 4).
+
+    ``weight`` and ``bias`` (optional, shaped like those axes) broadcast over
+    the leading axes; the engine sums their gradients back. Backward keeps only
+    the per-row mean and 1/std: x itself is held anyway (it is an input), and
+    recomputing x_hat from it costs one pass but saves an array as large as x.
+    """
+
+    def __init__(self, ndim: int, eps: float):
+        self.axes, self.eps = tuple(range(-ndim, 0)), eps
+
+    def forward(self, x, weight=None, bias=None):
+        self.mean = x.mean(axis=self.axes, keepdims=True)
+        centred = x - self.mean
+        variance = (centred * centred).mean(axis=self.axes, keepdims=True)
+        self.inv_std = 1 / get_array_module(x).sqrt(variance + self.eps)
+        self.x, self.weight = x, weight
+        y = centred * self.inv_std
+        if weight is not None:
+            y = y * weight
+        return y if bias is None else y + bias
+
+    def backward(self, grad):
+        needs = self.needs_input_grad
+        x_hat = (self.x - self.mean) * self.inv_std
+        gx = None
+        if needs[0]:
+            # The mean and the variance depend on every x of the row, which adds the
+            # two averaged terms to the plain g * inv_std (as in GroupNorm).
+            g = grad if self.weight is None else grad * self.weight
+            mean_g = g.mean(axis=self.axes, keepdims=True)
+            mean_gx = (g * x_hat).mean(axis=self.axes, keepdims=True)
+            gx = self.inv_std * (g - mean_g - x_hat * mean_gx)
+        gw = grad * x_hat if len(needs) > 1 and needs[1] else None
+        gb = grad if len(needs) > 2 and needs[2] else None
+        return gx, gw, gb
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise ``x`` over its last axes, which must equal ``normalized_shape``
+    (an int or a tuple), to mean 0 and variance 1 per sample; then scale by
+    ``weight`` and shift by ``bias`` (both shaped ``normalized_shape``), as PyTorch's.
+
+    Nothing is pooled across positions when only the feature axis is normalised,
+    so, unlike group_norm, it is safe in autoregressive models.
+    """
+    x = as_tensor(x)
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    shape = tuple(int(n) for n in shape)
+    if not shape or len(shape) > x.ndim or x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(
+            f"layer_norm: normalized_shape {shape} does not match the last {len(shape)} axes "
+            f"of the input {x.shape}"
+        )
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and tuple(param.shape) != shape:
+            raise ValueError(f"layer_norm: {name} has shape {tuple(param.shape)}, expected {shape}")
+    if weight is None and bias is not None:  # a shift without a scale: rare, so an ordinary add
+        return LayerNorm(len(shape), float(eps))(x) + bias
+    return LayerNorm(len(shape), float(eps))(*(p for p in (x, weight, bias) if p is not None))
+
+
+# ----------------------------------------------------------------------------
+# Attention
+
+
+class ScaledDotProductAttention(Function):
+    """softmax(q k^T * scale) v over the last two axes (Vaswani et al. 2017, eq. 1,
+    where scale = 1 / sqrt(d_k)); leading (batch, head) axes broadcast.
+
+    ``mask`` is None or a boolean array broadcastable to the scores (..., L, S),
+    True where a query may attend to a key. A masked score becomes -inf before
+    the softmax, so its probability is exactly 0. A query with no key allowed
+    gets probabilities 0 instead of 0/0 = NaN, so its output and its gradients are 0.
+
+    Backward keeps q, k, v (inputs, held anyway) and the probabilities P, the
+    one new array it needs: not the scores, and not the mask (P is already 0
+    wherever the mask said no, which is all backward needs to know).
+    """
+
+    def __init__(self, mask, scale: float):
+        self.mask, self.scale = mask, scale
+
+    def forward(self, q, k, v):
+        xp = get_array_module(q)
+        scores = q @ k.swapaxes(-1, -2)
+        scores *= self.scale
+        mask = self.mask
+        del self.mask  # backward does not need it (see the class docstring)
+        if mask is not None:
+            scores = xp.where(mask, scores, -xp.inf)
+        # Subtract each row's maximum so exp never overflows. A row with every key
+        # masked has maximum -inf; use 0 there, as -inf - (-inf) would be NaN.
+        row_max = scores.max(axis=-1, keepdims=True)
+        if mask is not None:
+            row_max[row_max == -xp.inf] = 0
+        scores -= row_max
+        p = xp.exp(scores, out=scores)  # in place: the scores are not needed again
+        # A row with an allowed key sums to at least 1 (its maximum gives e^0 = 1);
+        # a row with none sums to 0, and dividing it by 1 instead keeps it all 0.
+        p /= xp.maximum(p.sum(axis=-1, keepdims=True), 1)
+        self.q, self.k, self.v, self.p = q, k, v, p
+        return p @ v
+
+    def backward(self, grad):
+        """dV = P^T dO; dS = P * (dP - rowsum(dP * P)) with dP = dO V^T (softmax's
+        Jacobian, row by row); dQ = dS K * scale, dK = dS^T Q * scale."""
+        q, k, v, p = self.q, self.k, self.v, self.p
+        needs = self.needs_input_grad
+        gv = p.swapaxes(-1, -2) @ grad if needs[2] else None
+        gq = gk = None
+        if needs[0] or needs[1]:
+            ds = grad @ v.swapaxes(-1, -2)  # dP, then turned into dS in place
+            ds -= (ds * p).sum(axis=-1, keepdims=True)
+            ds *= p
+            ds *= self.scale
+            gq = ds @ k if needs[0] else None
+            gk = ds.swapaxes(-1, -2) @ q if needs[1] else None
+        return gq, gk, gv
+
+
+_SDPA = "scaled_dot_product_attention"
+
+
+def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple:
+    """The shape of the attention scores, batch axes + (L, S), after checking that q, k, v fit."""
+    shapes = f"(q {q.shape}, k {k.shape}, v {v.shape})"
+    if min(q.ndim, k.ndim, v.ndim) < 2:
+        raise ValueError(f"{_SDPA}: q, k and v need at least 2 axes (..., length, features) {shapes}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{_SDPA}: q has {q.shape[-1]} features per head but k has {k.shape[-1]} {shapes}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{_SDPA}: k has {k.shape[-2]} keys but v has {v.shape[-2]} values {shapes}")
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{_SDPA}: the batch axes of q, k and v do not broadcast {shapes}") from None
+    return tuple(batch) + (q.shape[-2], k.shape[-2])
+
+
+def _attention_mask(mask, is_causal: bool, scores_shape: tuple, q: Tensor):
+    """The boolean backend array (True = may attend) for ``mask`` and ``is_causal``, or None."""
+    xp = get_array_module(q.data)
+    if mask is not None:
+        mask = mask.data if isinstance(mask, Tensor) else mask
+        if isinstance(mask, (list, tuple)):
+            mask = xp.asarray(mask)
+        backend.check_same_device([q.data, mask], _SDPA)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"{_SDPA}: mask must be boolean (True = may attend), got dtype {mask.dtype}")
+        try:
+            fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"{_SDPA}: mask of shape {tuple(mask.shape)} does not broadcast to the scores' "
+                f"shape {scores_shape} (batch axes, queries L, keys S)"
+            )
+    if is_causal:
+        length, keys = scores_shape[-2:]
+        causal = xp.tril(xp.ones((length, keys), dtype=bool))  # query i sees keys 0..i
+        mask = causal if mask is None else mask & causal
+    return mask
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    """Attention: each query's output is an average of the values, weighted by
+    softmax(q . k * scale) over the keys (Vaswani et al. 2017, eq. 1).
+
+    q (..., L, d), k (..., S, d), v (..., S, dv) give (..., L, dv); the leading
+    (batch, head) axes broadcast, so multi-head attention is a matter of shape.
+    ``mask``: boolean, broadcastable to (..., L, S), True = the query may attend
+    to the key (PyTorch's boolean convention). ``is_causal``: query i may attend
+    to keys 0..i only (the lower triangle of L x S, aligned at the top left as in
+    PyTorch; for queries that are the last L of S positions, as with a key/value
+    cache, pass a mask instead); with a mask as well, a key must be allowed by
+    both. ``scale`` defaults to 1 / sqrt(d). A query that may attend to no key
+    at all gets output 0 (and gradient 0), never NaN, as in PyTorch.
+    """
+    q = as_tensor(q)
+    k, v = as_tensor(k, like=q), as_tensor(v, like=q)
+    scores_shape = _check_attention_shapes(q, k, v)
+    mask = _attention_mask(mask, is_causal, scores_shape, q)
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return ScaledDotProductAttention(mask, scale)(q, k, v)

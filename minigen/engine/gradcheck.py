@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .autograd import Tensor, no_grad
+from .autograd import DtypeError, Tensor, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -38,7 +38,13 @@ def gradcheck(fn, *tensors, eps=1e-6, atol=1e-5, rtol=1e-4, fast=False, seed=0) 
         checked = [i for i, t in enumerate(tensors) if t.requires_grad]
         if not checked:
             raise ValueError("gradcheck: no input requires grad; pass tensors made with requires_grad=True")
-        loss, op_name = _scalar_loss(fn, tensors, seed)
+        try:
+            loss, op_name = _scalar_loss(fn, tensors, seed)
+        except DtypeError as error:
+            raise DtypeError(
+                f"{error}. gradcheck switches only the tensors passed to it to float64: "
+                "pass every float tensor that fn uses (those without requires_grad are not checked)"
+            ) from None
         loss.backward()
         analytic = {i: _grad_or_zeros(tensors[i]) for i in checked}
         if fast and _directional_ok(fn, tensors, checked, analytic, eps, atol, rtol, seed):

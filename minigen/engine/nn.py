@@ -44,28 +44,52 @@ def is_array(value) -> bool:
     return isinstance(value, np.ndarray) or backend.is_cupy_array(value)
 
 
-def check_state(owner: str, expected: dict, state: dict, strict: bool = True) -> IncompatibleKeys:
+_KINDS = {"f": "floating-point", "i": "integer", "u": "integer", "b": "boolean"}
+
+
+def _entry_problem(like, value):
+    """Why ``value`` cannot replace the array ``like``, as (kind of problem, details), or None.
+
+    Only a NumPy/CuPy array or a Tensor of the same kind of number fits: float
+    for float, integer for integer, bool for bool (the precision may differ, as
+    loading casts). Strings and Python objects never fit; NaN and inf do, as a
+    checkpoint of a diverged run is still what was saved.
+    """
+    data = value.data if isinstance(value, Tensor) else value
+    if not is_array(data):
+        return "unusable values", f"is a {type(value).__name__}, not an array or Tensor"
+    kind = _KINDS.get(np.dtype(like.dtype).kind, like.dtype)
+    if _KINDS.get(np.dtype(data.dtype).kind) != kind:
+        return "unusable values", f"has dtype {data.dtype}, expected {kind} numbers (like {like.dtype})"
+    if tuple(data.shape) != tuple(like.shape):
+        return "shape mismatch", f"expected {tuple(like.shape)}, got {tuple(data.shape)}"
+    return None
+
+
+def check_state(owner: str, expected: dict, state: dict, strict: bool = True, problems=()) -> IncompatibleKeys:
     """Compare ``state`` with ``expected`` (both map names to arrays) before loading.
 
-    Raises ValueError listing every problem at once, with shapes: names that
-    differ (only when ``strict``) and shapes that differ (always). Returns
-    the missing and unexpected names. Used by ``Module.load_state_dict`` and
-    ``optim.EMA``, which must reject a bad state before changing anything.
+    Raises ValueError listing every problem at once: names that differ (only
+    when ``strict``, with shapes), entries that are not numeric arrays or
+    Tensors, of the wrong kind of number (see :func:`_entry_problem`) or of the
+    wrong shape (always), after any ``problems`` the caller found itself.
+    Returns the missing and unexpected names. Used by ``Module.load_state_dict``,
+    the optimizers and ``optim.EMA``, which must reject a bad state before
+    changing anything.
     """
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
-    mismatched = [
-        f"{name!r}: expected {tuple(expected[name].shape)}, got {tuple(np.shape(state[name]))}"
-        for name in expected
-        if name in state and tuple(np.shape(state[name])) != tuple(expected[name].shape)
-    ]
-    problems = []
+    found = [(name, _entry_problem(expected[name], state[name])) for name in expected if name in state]
+    found = [(name, problem) for name, problem in found if problem]
+    problems = list(problems)
     if strict and missing:
         problems.append("missing keys " + ", ".join(f"{n!r} {tuple(expected[n].shape)}" for n in missing))
     if strict and unexpected:
         problems.append("unexpected keys " + ", ".join(f"{n!r} {tuple(np.shape(state[n]))}" for n in unexpected))
-    if mismatched:
-        problems.append("shape mismatch " + ", ".join(mismatched))
+    for heading in ("unusable values", "shape mismatch"):
+        named = [f"{name!r}: {details}" for name, (kind, details) in found if kind == heading]
+        if named:
+            problems.append(f"{heading} " + ", ".join(named))
     if problems:
         raise ValueError(f"{owner}: the state does not match; " + "; ".join(problems) + ". Nothing was loaded.")
     return IncompatibleKeys(missing, unexpected)
@@ -266,10 +290,12 @@ class Module:
         """Copy arrays from ``state`` (name -> array) into the parameters and buffers.
 
         Everything is checked first; on any problem a ValueError lists every
-        missing, unexpected and mis-shaped name with its shape, and nothing
-        changes. Arrays are copied to each parameter's device and dtype (so a
-        NumPy state loads into a model on the GPU). ``strict=False`` allows
-        missing and unexpected names and returns them.
+        missing, unexpected and mis-shaped name with its shape, and every entry
+        that is not an array or Tensor of the right kind of number (a string or
+        object array, a float array for an integer buffer), and nothing changes.
+        Arrays are copied to each parameter's device and dtype (so a NumPy
+        state loads into a model on the GPU). ``strict=False`` allows missing
+        and unexpected names and returns them.
         """
         entries = self._state_entries()
         current = {name: _stored_array(*where) for name, where in entries.items()}
@@ -520,10 +546,20 @@ class ReLU(_Elementwise):
     function = staticmethod(F.relu)
 
 
-class GELU(_Elementwise):
-    """x * Phi(x), Phi the standard normal CDF, in its tanh approximation (see ``F.gelu``)."""
+class GELU(Module):
+    """x * Phi(x), Phi the standard normal CDF: exact, or ``approximate="tanh"`` (see ``F.gelu``)."""
 
-    function = staticmethod(F.gelu)
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
 
 
 class SiLU(_Elementwise):
@@ -583,3 +619,103 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}"
+
+
+# ----------------------------------------------------------------------------
+# Layer normalisation and attention
+
+
+class LayerNorm(Module):
+    """Normalise the last axes (``normalized_shape``, an int or a tuple) of each
+    sample to mean 0, variance 1, then scale and shift elementwise (see ``F.layer_norm``).
+
+    Initialisation (PyTorch's): weight 1, bias 0. ``elementwise_affine=False``
+    gives no parameters; ``bias=False`` only the weight.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        _check_sizes("LayerNorm", **{f"normalized_shape[{i}]": n for i, n in enumerate(shape)})
+        self.normalized_shape, self.eps = tuple(int(n) for n in shape), eps
+        affine = elementwise_affine
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=np.float32)) if affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype=np.float32)) if affine and bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
+
+
+def _swap_heads_and_positions(x):
+    """(..., L, H, d) <-> (..., H, L, d): swap the third- and second-last axes."""
+    axes = list(range(x.ndim))
+    axes[-3], axes[-2] = axes[-2], axes[-3]
+    return x.transpose(axes)
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention (Vaswani et al. 2017, section 3.2.2): project query,
+    key and value with ``in_proj_weight``, split the embedding into ``num_heads``
+    heads of embed_dim // num_heads features, attend within each head
+    (``F.scaled_dot_product_attention``, eq. 1), join the heads and project with ``out_proj``.
+
+    The parameters are laid out as PyTorch's, so its weights copy across:
+    ``in_proj_weight`` (3E, E) holds the query, key and value projections in
+    that order, ``in_proj_bias`` (3E,), ``out_proj`` an ``nn.Linear(E, E)``.
+    Initialisation (PyTorch's): in_proj_weight Xavier-uniform, U(-a, a) with
+    a = sqrt(6 / (E + 3E)); both biases 0; out_proj.weight as any Linear.
+
+    ``bias`` and ``batch_first`` are keyword-only: PyTorch's third positional
+    argument is ``dropout``, which minigen's layer does not have.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True, batch_first: bool = True):
+        super().__init__()
+        _check_sizes("MultiheadAttention", embed_dim=embed_dim, num_heads=num_heads)
+        if embed_dim % num_heads:
+            raise ValueError(
+                f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
+        self.head_dim = embed_dim // num_heads
+        self.in_proj_weight = Parameter(_uniform((3 * embed_dim, embed_dim), math.sqrt(6 / (4 * embed_dim))))
+        self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, dtype=np.float32)) if bias else None
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
+        if bias:
+            self.out_proj.bias.data[...] = 0
+
+    def forward(self, query, key, value, attn_mask=None, is_causal=False):
+        """The attention output, shaped like ``query``: (N, L, E), or (L, N, E)
+        when not ``batch_first``; an unbatched (L, E) works too. key and value
+        are (N, S, E) (or (S, N, E)).
+
+        Returns the output alone; the attention weights are not kept (PyTorch
+        returns ``(output, weights)``). ``attn_mask`` is boolean and broadcasts to
+        (N, num_heads, L, S): (L, S) for every sample and head, (N, 1, 1, S) to
+        hide padded keys. True = may attend, as in ``F.scaled_dot_product_attention``:
+        the OPPOSITE of PyTorch's nn.MultiheadAttention, where True means "not
+        allowed". ``is_causal`` lets query i attend to keys 0..i only (combined
+        with ``attn_mask`` when both are given).
+        """
+        sequence_first = not self.batch_first and query.ndim == 3
+        if sequence_first:  # (L, N, E) -> (N, L, E), and back at the end
+            query, key, value = (x.transpose(1, 0, 2) for x in (query, key, value))
+        e, w, b = self.embed_dim, self.in_proj_weight, self.in_proj_bias
+        q, k, v = (
+            self._split_heads(F.linear(x, w[i * e : (i + 1) * e], None if b is None else b[i * e : (i + 1) * e]))
+            for i, x in enumerate((query, key, value))
+        )
+        heads = F.scaled_dot_product_attention(q, k, v, mask=attn_mask, is_causal=is_causal)
+        joined = _swap_heads_and_positions(heads)
+        out = self.out_proj(joined.reshape(joined.shape[:-2] + (e,)))
+        return out.transpose(1, 0, 2) if sequence_first else out
+
+    def _split_heads(self, x):
+        """(..., L, E) -> (..., num_heads, L, head_dim)."""
+        return _swap_heads_and_positions(x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim)))
+
+    def extra_repr(self) -> str:
+        return f"{self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"

@@ -96,7 +96,13 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """a ** b; the gradient for b (b * log a) is computed only when asked for."""
+    """a ** b; the gradient for b (a^b log a) is computed only when asked for.
+
+    Where a = 0 the formulas meet 0 * inf; as in PyTorch, d/da is 0 where b = 0
+    (a^0 = 1 for every a) and d/db is 0 where a = 0 and b >= 0 (0^b is 0 or 1
+    there). Other infinities are the true values: d/da at a = 0 is +inf for
+    0 < b < 1, and a^b itself is inf for b < 0.
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -105,8 +111,14 @@ class Pow(Function):
 
     def backward(self, grad):
         a, b = self.a, self.b
-        ga = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
-        gb = grad * self.y * get_array_module(a).log(a) if self.needs_input_grad[1] else None
+        xp = get_array_module(a)
+        zero = xp.zeros((), dtype=grad.dtype)
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** (b - 1) and log(0), replaced below
+            if self.needs_input_grad[0]:
+                ga = xp.where(b == 0, zero, grad * b * a ** (b - 1))
+            if self.needs_input_grad[1]:
+                gb = xp.where((a == 0) & (b >= 0), zero, grad * self.y * xp.log(a))
         return ga, gb
 
 
@@ -176,14 +188,19 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
+    """1 / (1 + e^-a), written e^a / (1 + e^a) where a < 0. With e = e^-|a| <= 1
+    nothing overflows, and tiny values keep their relative accuracy in float32
+    (0.5 + 0.5 tanh(a / 2) rounds sigmoid(-17) = 4.1e-8 to 6.0e-8 and sigmoid(-25) to 0)."""
+
     def forward(self, a):
-        # 0.5 * (1 + tanh(a / 2)) equals 1 / (1 + exp(-a)) and never overflows.
         xp = get_array_module(a)
-        self.y = xp.tanh(a * 0.5) * 0.5 + 0.5
-        return self.y
+        self.e = xp.exp(-xp.abs(a))
+        return xp.where(a >= 0, 1, self.e) / (1 + self.e)
 
     def backward(self, grad):
-        return grad * self.y * (1 - self.y)
+        # sigmoid(a) sigmoid(-a) = e / (1 + e)^2 on both sides, free of the rounding in 1 - y.
+        d = 1 + self.e
+        return grad * (self.e / d / d)
 
 
 class ReLU(Function):
@@ -358,6 +375,8 @@ class GetItem(Function):
         self.index = index
 
     def forward(self, a):
+        parts = self.index if isinstance(self.index, tuple) else (self.index,)
+        backend.check_same_device([a] + [i.data for i in parts if isinstance(i, Tensor)], "indexing")
         self.index = _index_arrays(self.index, get_array_module(a))
         self.in_shape, self.in_dtype = a.shape, a.dtype
         return a[self.index]
@@ -425,9 +444,21 @@ def clip(x, low=None, high=None):
 
 
 def where(condition, a, b):
-    """Elementwise ``a if condition else b``; ``condition`` gets no gradient."""
+    """Elementwise ``a if condition else b``; ``condition`` gets no gradient.
+
+    The condition (a boolean Tensor, array or list) must be on the device of
+    the tensors among ``a`` and ``b``; when both are constants, the result is
+    made on the condition's device.
+    """
     if isinstance(condition, Tensor):
         condition = condition.data
+    tensors = [x for x in (a, b) if isinstance(x, Tensor)]
+    device = tensors[0].device if tensors else backend.device_of(condition)
+    if not (isinstance(condition, np.ndarray) or backend.is_cupy_array(condition)):  # a list or a bool:
+        condition = backend.xp_for(device).asarray(condition)  # made where the tensors are
+    backend.check_same_device([condition] + [t.data for t in tensors], "where")
+    if not tensors:
+        a = as_tensor(a).to(device)
     return Where(condition)(a, b)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
+
 from . import backend
 from .autograd import Tensor
 from .nn import array_like, check_state, is_array
@@ -30,22 +32,31 @@ _RULES = {
 }
 
 
-def _check_hyperparameter(owner: str, name: str, value) -> None:
+def _hyperparameter_problem(name: str, value):
+    """What is wrong with ``value`` for the hyperparameter ``name``, or None."""
     rule, requirement = _RULES[name]
     try:
         ok = rule(value)
     except TypeError:
         ok = False
-    if not ok:
-        raise ValueError(f"{owner}: {name} must be {requirement}, got {value!r}")
+    return None if ok else f"{name} must be {requirement}, got {value!r}"
+
+
+def _check_hyperparameter(owner: str, name: str, value) -> None:
+    problem = _hyperparameter_problem(name, value)
+    if problem:
+        raise ValueError(f"{owner}: {problem}")
 
 
 class Optimizer:
     """Base class: holds ``params`` (a list), per-parameter ``state`` and the hyperparameters.
 
     Hyperparameters are plain attributes (``optimizer.lr = 1e-4`` changes the
-    learning rate). Subclasses implement ``_update(p, grad, state)`` on arrays.
+    learning rate). Subclasses implement ``_update(p, grad, state)`` on arrays
+    and name in ``state_keys`` what a parameter's state holds after a step.
     """
+
+    state_keys = ()
 
     def __init__(self, params, **hyperparameters):
         name = type(self).__name__
@@ -94,7 +105,8 @@ class Optimizer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a ``state_dict()``, checked first: on any mismatch nothing changes."""
+        """Restore a ``state_dict()``, all of it checked first: on any problem one
+        ValueError lists them all and nothing changes."""
         name = type(self).__name__
         if state.get("type") != name:
             raise ValueError(f"{name}.load_state_dict: the state belongs to a {state.get('type')!r} optimizer")
@@ -108,20 +120,21 @@ class Optimizer:
                 f"{name}.load_state_dict: the state has {len(per_parameter)} parameters, "
                 f"this optimizer {len(self.params)}"
             )
-        arrays = {
-            f"parameter {index} {key}": (self.params[index].data, value)
-            for index, entries in enumerate(per_parameter)
-            for key, value in entries.items()
-            if is_array(value)
-        }
-        check_state(
-            f"{name}.load_state_dict",
-            {key: like for key, (like, _) in arrays.items()},
-            {key: value for key, (_, value) in arrays.items()},
-        )
-        self._set_hyperparameters(dict(hyper))  # validates every value before setting any
+        problems = [problem for problem in (_hyperparameter_problem(k, v) for k, v in hyper.items()) if problem]
+        expected, arrays = {}, {}  # "parameter 3 exp_avg" -> the parameter's array, the saved array
+        for index, (p, entries) in enumerate(zip(self.params, per_parameter)):
+            if entries and set(entries) != set(self.state_keys):
+                problems.append(f"parameter {index} has state {sorted(entries)}, expected {sorted(self.state_keys)}")
+                continue
+            for key, value in entries.items():
+                if key != "step":
+                    expected[f"parameter {index} {key}"], arrays[f"parameter {index} {key}"] = p.data, value
+                elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                    problems.append(f"parameter {index} step is {value!r}, not a count >= 0")
+        check_state(f"{name}.load_state_dict", expected, arrays, problems=problems)
+        self._set_hyperparameters(dict(hyper))
         self.state = [
-            {key: array_like(value, p.data) if is_array(value) else value for key, value in entries.items()}
+            {key: int(value) if key == "step" else array_like(value, p.data) for key, value in entries.items()}
             for p, entries in zip(self.params, per_parameter)
         ]
 
@@ -143,6 +156,8 @@ class SGD(Optimizer):
     then g = buf (or g + momentum * buf with nesterov); finally p -= lr * g.
     """
 
+    state_keys = ("momentum_buffer",)  # with momentum only
+
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         if nesterov and not momentum > 0:
             raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum!r}")
@@ -153,7 +168,9 @@ class SGD(Optimizer):
         if self.momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.copy()  # a copy: g may be p.grad itself
+                # A copy (g may be p.grad itself), and an array even when p is 0-d, where
+                # NumPy's g = grad + wd * p is a scalar that `buf *=` would not update in place.
+                buf = state["momentum_buffer"] = backend.get_array_module(p).array(g)
             else:
                 buf *= self.momentum
                 buf += g
@@ -170,6 +187,7 @@ class Adam(Optimizer):
     """
 
     decoupled_weight_decay = False
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -221,7 +239,7 @@ def clip_grad_norm_(params, max_norm: float) -> float:
     scale = max_norm / (total + 1e-6)
     if scale < 1:
         for p in with_grad:
-            p.grad = p.grad * scale
+            p.grad = backend.get_array_module(p.grad).asarray(p.grad * scale)  # an array even when 0-d
     return total
 
 
@@ -270,8 +288,9 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict()``, checked against the module first; on a mismatch nothing changes."""
         params = dict(self.module.named_parameters())
-        check_state("EMA.load_state_dict", {name: p.data for name, p in params.items()}, state["shadow"])
-        _check_hyperparameter("EMA", "decay", state["decay"])
+        problem = _hyperparameter_problem("decay", state["decay"])
+        check_state("EMA.load_state_dict", {name: p.data for name, p in params.items()}, state["shadow"],
+                    problems=[problem] if problem else [])
         self.decay = state["decay"]
         self.shadow = {name: array_like(state["shadow"][name], p.data) for name, p in params.items()}
 

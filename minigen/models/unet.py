@@ -123,7 +123,8 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, x, t, labels=None):
-        embedding = self.time_mlp(timestep_embedding(t, self.base_channels))
+        steps = timestep_embedding(t, self.base_channels).astype(self.conv_in.weight.dtype)  # float64 in gradcheck
+        embedding = self.time_mlp(steps)
         if self.class_embed is not None:
             embedding = embedding + self.class_embed(labels)
         h = self.conv_in(x)

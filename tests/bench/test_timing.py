@@ -34,6 +34,17 @@ def test_warmup_is_excluded_and_median_is_right():
     assert syncs == ["cuda"] * 6, "one sync after warm-up and one after every timed call"
 
 
+def test_measure_synchronises_the_gpu_by_default(cuda_stand_in):
+    """With the default ``sync``, every timed call ends in a device synchronisation
+    (the CuPy stand-in counts them), and the CPU needs none."""
+    seen = []
+    measure(lambda: seen.append(cuda_stand_in.cuda.synchronizations), repeats=4, warmup=2, device="cuda")
+    assert seen == [0, 0, 1, 2, 3, 4], "the warm-up is synchronised before the first timed call, each call after it"
+    assert cuda_stand_in.cuda.synchronizations == 5
+    measure(lambda: None, repeats=3, warmup=1, device="cpu")
+    assert cuda_stand_in.cuda.synchronizations == 5
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="repeats >= 1"):
         measure(lambda: None, repeats=0)

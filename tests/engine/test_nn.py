@@ -214,6 +214,46 @@ def test_non_strict_load_reports_and_skips_missing_and_unexpected_keys():
         layer.load_state_dict({"bias": np.ones(4)}, strict=False)
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.full(3, "abc"), r"'head.bias': has dtype <U3, expected floating-point numbers \(like float32\)"),
+        (np.array([None] * 3, dtype=object), r"'head.bias': has dtype object, expected floating-point numbers"),
+        ([0.0, 1.0, 2.0], r"'head.bias': is a list, not an array or Tensor"),
+        (None, r"'head.bias': is a NoneType, not an array or Tensor"),
+        (np.arange(3), r"'head.bias': has dtype int64, expected floating-point numbers"),
+    ],
+    ids=["strings", "objects", "list", "none", "integers"],
+)
+def test_an_unusable_last_entry_is_refused_before_anything_changes(bad, message):
+    net = Net()
+    before = _arrays(net)
+    state = {name: np.full_like(a, 7.0) for name, a in before.items()}
+    assert list(state)[-1] == "head.bias"  # every entry before it is good and would load
+    state["head.bias"] = bad
+    with pytest.raises(ValueError, match=r"unusable values " + message) as error:
+        net.load_state_dict(state)
+    assert "Nothing was loaded" in str(error.value)
+    for name, array in _arrays(net).items():
+        np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+
+def test_every_problem_is_listed_in_one_error_and_good_values_still_load():
+    layer = nn.Linear(2, 3)
+    layer.register_buffer("count", np.zeros(2, np.int64))
+    state = {"weight": np.zeros((2, 3), np.float32), "bias": np.full(3, "x"), "count": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError) as error:
+        layer.load_state_dict(state)
+    message = str(error.value)
+    assert "'bias': has dtype <U1" in message
+    assert "'count': has dtype float32, expected integer numbers (like int64)" in message
+    assert "shape mismatch 'weight': expected (3, 2), got (2, 3)" in message
+    good = {"weight": mg.ones(3, 2), "bias": np.array([1.0, np.nan, np.inf]), "count": np.arange(2, dtype=np.int32)}
+    layer.load_state_dict(good)  # a Tensor, float64 with NaN and inf, int32 for int64: all fit
+    np.testing.assert_array_equal(layer.bias.numpy(), [1.0, np.nan, np.inf])
+    assert layer.bias.dtype == np.float32 and layer.count.dtype == np.int64
+
+
 # ----------------------------------------------------------------------------
 # Devices
 
@@ -374,7 +414,6 @@ def test_embedding_names_indices_out_of_range():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not mg.cuda_available(), reason="needs CuPy and a CUDA GPU")
 def test_embedding_refuses_host_indices_for_a_gpu_table():
     with pytest.raises(mg.DeviceError, match="different devices"):
         nn.Embedding(4, 2).to("cuda")(np.array([0, 1]))
@@ -392,7 +431,9 @@ def test_dropout_zeroes_and_rescales_only_while_training(device):
 
 ACTIVATIONS = {
     "ReLU": (nn.ReLU, lambda x: np.maximum(x, 0)),
-    "GELU": (nn.GELU, lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
+    "GELU": (nn.GELU, lambda x: x * 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))),
+    "GELU_tanh": (lambda: nn.GELU(approximate="tanh"),
+                  lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
     "ELU": (nn.ELU, lambda x: np.where(x > 0, x, np.expm1(x))),
     "Sigmoid": (nn.Sigmoid, lambda x: 1 / (1 + np.exp(-x))),
     "Tanh": (nn.Tanh, np.tanh),

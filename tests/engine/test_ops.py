@@ -84,6 +84,40 @@ def test_matmul_gradcheck(shapes, device, rng):
     assert mg.gradcheck(lambda a, b: a @ b, a, b)
 
 
+# Batched matmul: batch axes broadcast in both operands, 1-D operands as NumPy treats them.
+BATCHED_MATMUL = [((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)), ((4,), (2, 4, 3)),
+                  ((2, 3, 4), (4,)), ((2, 1, 3), (3,)), ((3, 1, 2, 4), (1, 2, 4, 3))]
+
+
+@pytest.mark.parametrize("shapes", BATCHED_MATMUL)
+def test_batched_matmul_broadcasts_like_numpy_and_gradchecks(shapes, device, rng):
+    a = _t(rng.standard_normal(shapes[0]), device)
+    b = _t(rng.standard_normal(shapes[1]), device)
+    out = a @ b
+    assert out.shape == np.matmul(a.numpy(), b.numpy()).shape
+    np.testing.assert_allclose(out.numpy(), a.numpy() @ b.numpy(), rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    assert a.grad.shape == a.shape and b.grad.shape == b.shape
+    assert mg.gradcheck(lambda a, b: a @ b, a, b)
+
+
+def test_a_matrix_shared_by_a_batch_gets_the_sum_of_its_per_sample_gradients(device, rng):
+    a = _t(rng.standard_normal((3, 4)), device)  # broadcast over the batch of 2
+    b = _t(rng.standard_normal((2, 4, 5)), device)
+    (a @ b).sum().backward()
+    expected = sum(np.ones((3, 5)) @ b.numpy()[i].T for i in range(2))
+    np.testing.assert_allclose(mg.backend.to_device(a.grad, "cpu"), expected, rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=mutually_broadcastable_shapes(signature=np.matmul.signature, max_dims=2, max_side=3))
+def test_matmul_gradchecks_for_any_shapes_numpy_accepts(shapes):
+    rng = np.random.default_rng(0)
+    a, b = (mg.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes.input_shapes)
+    assert (a @ b).shape == shapes.result_shape
+    assert mg.gradcheck(lambda a, b: a @ b, a, b)
+
+
 def test_gradcheck_fast_mode(device, rng):
     a = _t(rng.standard_normal((4, 5)), device)
     b = _t(rng.standard_normal((5,)), device)

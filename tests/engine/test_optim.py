@@ -221,6 +221,74 @@ def test_a_mismatched_optimizer_state_is_refused_and_nothing_changes():
     np.testing.assert_array_equal(optimizer.state[0]["momentum_buffer"], before["state"][0]["momentum_buffer"])
 
 
+def _adam_after_one_step():
+    params = [nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))]
+    optimizer = optim.Adam(params, lr=0.1)
+    for p in params:
+        p.grad = np.ones(p.shape, np.float32)
+    optimizer.step()
+    return optimizer
+
+
+def test_a_bad_optimizer_state_lists_every_problem_and_changes_nothing():
+    optimizer = _adam_after_one_step()
+    before = optimizer.state_dict()
+    good = optimizer.state_dict()
+    for entries in good["state"]:
+        for key in ("exp_avg", "exp_avg_sq"):
+            entries[key] = entries[key] + 5
+    bad = {**good, "hyperparameters": {**good["hyperparameters"], "eps": -1.0},
+           "state": [good["state"][0], {**good["state"][1], "step": "3", "exp_avg_sq": np.full(3, "x")}]}
+    with pytest.raises(ValueError) as error:
+        optimizer.load_state_dict(bad)
+    message = str(error.value)
+    assert "eps must be a non-negative number, got -1.0" in message
+    assert "parameter 1 step is '3', not a count >= 0" in message
+    assert "'parameter 1 exp_avg_sq': has dtype <U1, expected floating-point numbers" in message
+    assert optimizer.eps == 1e-8
+    for ours, saved in zip(optimizer.state, before["state"]):
+        assert ours["step"] == saved["step"]
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(ours[key], saved[key])
+    optimizer.load_state_dict(good)  # the good entries load once nothing is wrong
+    np.testing.assert_array_equal(optimizer.state[1]["exp_avg"], before["state"][1]["exp_avg"] + 5)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"momentum_buffer": [1.0, 2.0]}, r"'parameter 0 momentum_buffer': is a list, not an array or Tensor"),
+        ({"momentum_buffer": np.array([None, None])}, r"'parameter 0 momentum_buffer': has dtype object"),
+        ({"momentum": np.zeros(2, np.float32)},
+         r"parameter 0 has state \['momentum'\], expected \['momentum_buffer'\]"),
+    ],
+    ids=["list", "objects", "unknown_key"],
+)
+def test_sgd_refuses_unusable_momentum_buffers(entry, message):
+    p = nn.Parameter(np.zeros(2))
+    optimizer = optim.SGD([p], lr=0.1, momentum=0.5)
+    good = optimizer.state_dict()
+    with pytest.raises(ValueError, match=message):
+        optimizer.load_state_dict({**good, "state": [entry]})
+    assert optimizer.state == [{}]
+    optimizer.load_state_dict({**good, "state": [{"momentum_buffer": mg.tensor([1.0, 2.0])}]})  # a Tensor fits
+    np.testing.assert_array_equal(optimizer.state[0]["momentum_buffer"], [1.0, 2.0])
+
+
+def test_ema_refuses_string_shadows_and_a_bad_decay_together():
+    model = WithBuffer()
+    ema = optim.EMA(model, decay=0.5)
+    before = {name: a.copy() for name, a in ema.shadow.items()}
+    shadow = {name: a + 1 for name, a in ema.shadow.items()}
+    with pytest.raises(ValueError) as error:
+        ema.load_state_dict({"decay": 2.0, "shadow": {**shadow, "layer.bias": np.array(["1"])}})
+    message = str(error.value)
+    assert "decay must be a number in [0, 1], got 2.0" in message and "'layer.bias': has dtype <U1" in message
+    assert ema.decay == 0.5
+    for name, average in ema.shadow.items():
+        np.testing.assert_array_equal(average, before[name])
+
+
 def test_optimizer_to_moves_its_state(device):
     layer = nn.Linear(2, 2)
     optimizer = optim.Adam(layer.parameters())
@@ -235,7 +303,6 @@ def test_optimizer_to_moves_its_state(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not mg.cuda_available(), reason="needs CuPy and a CUDA GPU")
 def test_state_left_behind_on_another_device_is_a_clear_error():
     layer = nn.Linear(2, 2)
     optimizer = optim.Adam(layer.parameters())
@@ -353,3 +420,159 @@ def test_ema_to_moves_the_averages(device):
     assert ema.to(device) is ema
     assert all(mg.Tensor(a).device == device for a in ema.shadow.values())
     ema.update()
+
+
+# ----------------------------------------------------------------------------
+# 0-d, 1-d and non-contiguous parameters (NumPy turns 0-d sums into scalars,
+# which in-place updates of the state would miss)
+
+STARTS = {
+    "0-d": lambda: np.array(0.7, np.float32),
+    "1-d": lambda: np.array([1.0, -2.0, 0.5], np.float32),
+    "transposed": lambda: np.array([[1.0, -2.0, 0.5], [3.0, -0.25, 2.0]], np.float32).T,  # a view
+}
+WEIGHTS = [1.0, -0.5, 2.0]  # step t's loss: sum(w_t * p * p) / 2, so one backward gives w_t * p
+SETTINGS = {
+    "sgd": ("SGD", dict(lr=0.1)),
+    "sgd_momentum_decay": ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.1)),
+    "sgd_nesterov_decay": ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True)),
+    "adam_l2": ("Adam", dict(lr=0.05, betas=(0.8, 0.99), weight_decay=0.1)),
+    "adamw": ("AdamW", dict(lr=0.05, weight_decay=0.1)),
+}
+
+
+def _reference(name, settings, start):
+    """The three updates written out in float64 (the gradient is 2 w_t p: two backward calls)."""
+    p, lr, wd = np.array(start, np.float64), settings["lr"], settings.get("weight_decay", 0.0)
+    momentum, nesterov = settings.get("momentum", 0.0), settings.get("nesterov", False)
+    (b1, b2), eps = settings.get("betas", (0.9, 0.999)), settings.get("eps", 1e-8)
+    buf, m, v, values = None, 0.0, 0.0, []
+    for t, w in enumerate(WEIGHTS, start=1):
+        g = 2 * w * p
+        if name == "SGD":
+            g = g + wd * p
+            if momentum:
+                buf = g if buf is None else momentum * buf + g
+                g = g + momentum * buf if nesterov else buf
+            p = p - lr * g
+        else:
+            if name == "AdamW":
+                p = p * (1 - lr * wd)
+            else:
+                g = g + wd * p
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        values.append(p)
+    return values
+
+
+def _run_accumulating(make, start):
+    """Three steps; each step's gradient comes from two backward calls that accumulate."""
+    p = nn.Parameter(start)
+    data, optimizer, values = p.data, make([p]), []
+    for w in WEIGHTS:
+        optimizer.zero_grad()
+        for _ in range(2):
+            ((p * p) * (w / 2)).sum().backward()
+        assert isinstance(p.grad, np.ndarray) and p.grad.shape == p.shape
+        optimizer.step()
+        values.append(p.numpy().copy())
+    assert p.data is data  # updated in place, a view included
+    assert all(s.shape == p.shape for state in optimizer.state for s in state.values() if nn.is_array(s))
+    return values
+
+
+@pytest.mark.parametrize("shape", STARTS)
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_optimizers_on_0d_1d_and_non_contiguous_parameters(setting, shape):
+    name, settings = SETTINGS[setting]
+    start = STARTS[shape]()
+    assert shape != "transposed" or not start.flags.c_contiguous
+    values = _run_accumulating(lambda ps: getattr(optim, name)(ps, **settings), start)  # updates start
+    for step, (got, expected) in enumerate(zip(values, _reference(name, settings, STARTS[shape]()))):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7, err_msg=f"step {step + 1}")
+
+
+def test_sgd_momentum_with_weight_decay_on_a_0d_parameter_matches_the_numbers_by_hand():
+    # loss p^2, p0 = 1, lr 0.1, momentum 0.9, weight decay 0.1: g = 2p + 0.1p = 2.1p
+    # buf1 = 2.1, p1 = 0.79; buf2 = 0.9*2.1 + 2.1*0.79 = 3.549, p2 = 0.4351;
+    # buf3 = 0.9*3.549 + 2.1*0.4351 = 4.10781, p3 = 0.024319 (the old code gave 0.1547)
+    p = nn.Parameter(np.array(1.0, np.float32))
+    optimizer = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)
+    for expected in (0.79, 0.4351, 0.024319):
+        optimizer.zero_grad()
+        (p * p).backward()
+        optimizer.step()
+        assert p.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", STARTS)
+def test_ema_on_0d_1d_and_non_contiguous_parameters(shape):
+    holder = nn.Module()
+    holder.p = nn.Parameter(STARTS[shape]())
+    ema = optim.EMA(holder, decay=0.9)
+    expected = holder.p.numpy().astype(np.float64)
+    for step in range(3):
+        holder.p.data[...] = holder.p.data * 2 - step  # in place, a view stays a view
+        ema.update()
+        expected = 0.9 * expected + 0.1 * holder.p.numpy()
+        assert isinstance(ema.shadow["p"], np.ndarray) and ema.shadow["p"].shape == holder.p.shape
+        np.testing.assert_allclose(ema.shadow["p"], expected, rtol=1e-6)
+    with ema.average_parameters():
+        np.testing.assert_allclose(holder.p.numpy(), expected, rtol=1e-6)
+    assert not np.allclose(holder.p.numpy(), expected)
+
+
+def test_clip_grad_norm_on_0d_1d_and_non_contiguous_gradients():
+    params = [nn.Parameter(STARTS[shape]()) for shape in STARTS]
+    grads = [np.array(3.0, np.float32), np.array([4.0, 0.0, 0.0], np.float32),
+             np.array([[0.0, 12.0, 0.0], [0.0, 0.0, 0.0]], np.float32).T]
+    for p, g in zip(params, grads):
+        p.grad = g
+    assert optim.clip_grad_norm_(params, max_norm=6.5) == pytest.approx(13.0)
+    for p, g in zip(params, grads):
+        assert isinstance(p.grad, np.ndarray) and p.grad.shape == p.shape
+        np.testing.assert_allclose(p.grad, g * (6.5 / (13.0 + 1e-6)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", STARTS)
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_optimizers_match_torch(setting, shape):
+    torch = pytest.importorskip("torch")
+    name, settings = SETTINGS[setting]
+    values = _run_accumulating(lambda ps: getattr(optim, name)(ps, **settings), STARTS[shape]())
+    p = torch.nn.Parameter(torch.from_numpy(STARTS[shape]()))
+    optimizer = getattr(torch.optim, name)([p], **settings)
+    for w, ours in zip(WEIGHTS, values):
+        optimizer.zero_grad()
+        for _ in range(2):
+            ((p * p) * (w / 2)).sum().backward()
+        optimizer.step()
+        np.testing.assert_allclose(ours, p.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_ema_and_clipping_match_torch():
+    torch = pytest.importorskip("torch")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    holder, twin = nn.Module(), torch.nn.Module()
+    holder.p = nn.Parameter(STARTS["0-d"]())
+    twin.p = torch.nn.Parameter(torch.from_numpy(STARTS["0-d"]()))
+    ema, averaged = optim.EMA(holder, decay=0.9), AveragedModel(twin, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    averaged.update_parameters(twin)  # torch's first call copies; ours copied at construction
+    for step in range(3):
+        holder.p.data[...] = holder.p.data * 2 - step
+        with torch.no_grad():
+            twin.p.mul_(2).sub_(step)
+        ema.update()
+        averaged.update_parameters(twin)
+        np.testing.assert_allclose(ema.shadow["p"], averaged.module.p.detach().numpy(), rtol=1e-6)
+    ours = [nn.Parameter(STARTS[shape]()) for shape in STARTS]
+    theirs = [torch.nn.Parameter(torch.from_numpy(STARTS[shape]())) for shape in STARTS]
+    for a, b, g in zip(ours, theirs, (2.0, [1.0, -3.0, 0.5], [[4.0, 1.0], [0.0, 2.0], [-1.0, 0.0]])):
+        a.grad, b.grad = np.array(g, np.float32), torch.tensor(g, dtype=torch.float32)
+    total = optim.clip_grad_norm_(ours, max_norm=1.5)
+    assert total == pytest.approx(float(torch.nn.utils.clip_grad_norm_(theirs, max_norm=1.5)), rel=1e-6)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=1e-6)
