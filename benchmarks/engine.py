@@ -147,7 +147,11 @@ def peak_memory_mib(framework: str) -> float | None:
 
     Linux resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs;
     the step's own peak is then VmHWM minus the resident size before it.
+    Freed memory goes back to the system here (glibc's default, for both
+    frameworks): with minigen's default of keeping it (``keep_freed_memory``)
+    a second step reuses the first one's pages and both would read near 0.
     """
+    backend.keep_freed_memory(False)
     step = _training_closure(framework, **MEMORY_SHAPE)
     step()  # first step: optimizer state and caches exist before we measure
     try:

@@ -30,7 +30,7 @@ tests/project/test_architecture.py enforces both.
 
 from .engine import ops as _ops  # attaches operators and methods to Tensor
 from .engine.autograd import Function, Tensor, is_grad_enabled, no_grad
-from .engine.backend import DeviceError, cuda_available, manual_seed, synchronize
+from .engine.backend import DeviceError, cuda_available, manual_seed, set_num_threads, synchronize
 from .engine.gradcheck import GradcheckError, gradcheck
 from .engine.creation import arange, full, ones, rand, randint, randn, tensor, zeros
 from .engine.ops import cat, stack, where
@@ -53,6 +53,6 @@ LAYERS = (
 __all__ = [
     "Function", "Tensor", "DeviceError", "tensor", "zeros", "ones", "full", "arange", "randn", "rand", "randint",
     "cat", "stack", "where", "no_grad", "is_grad_enabled", "manual_seed", "synchronize",
-    "cuda_available", "gradcheck", "GradcheckError", "backend", "functional", "nn", "optim",
+    "cuda_available", "set_num_threads", "gradcheck", "GradcheckError", "backend", "functional", "nn", "optim",
     "save", "load", "CheckpointError",
 ]

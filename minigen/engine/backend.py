@@ -14,6 +14,7 @@ mixes devices raises :class:`DeviceError` naming both.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import numpy as np
@@ -187,3 +188,82 @@ def scatter_add(target, index, values) -> None:
         cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
+
+
+# ----------------------------------------------------------------------------
+# CPU threads and memory: how the process shares the machine.
+
+NUM_THREADS_DEFAULT = "one core left free: max(1, cores - 1)"
+"""The documented default of :func:`set_num_threads` (see :func:`default_num_threads`)."""
+
+
+def default_num_threads() -> int:
+    """BLAS threads minigen uses unless told otherwise: every core but one, at least one.
+
+    A BLAS call splits its work evenly between its threads and waits for the
+    slowest; when another process holds one of the cores, the thread that
+    shares it runs at half speed and the whole product with it. Leaving one
+    core free keeps a step's speed predictable on a shared machine (a
+    notebook, a data loader, a browser) at a small cost on an idle one:
+    benchmarks/training.py measures both, and the README has its table. Call
+    ``set_num_threads(n)`` to use every core on an idle machine.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+def set_num_threads(n: int | None = None) -> int:
+    """Use ``n`` threads in the CPU's BLAS library (matrix products; None: :func:`default_num_threads`).
+
+    Returns the number set. Through ``threadpoolctl`` when it is installed,
+    which reaches the BLAS that NumPy is linked against while the process
+    runs; otherwise the ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/
+    ``MKL_NUM_THREADS`` variables are set, which a BLAS reads only when it is
+    first loaded, so then call it before importing NumPy (or set them in the
+    shell). GPU arrays are not affected.
+    """
+    n = default_num_threads() if n is None else n
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    n = int(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(n)
+        return n
+    threadpool_limits(limits=n, user_api="blas")
+    return n
+
+
+def keep_freed_memory(keep: bool = True) -> bool:
+    """Ask glibc's allocator to keep freed memory for reuse instead of handing it back
+    (``keep=False``: hand it back again, at glibc's default 128 KiB thresholds).
+
+    A training step allocates and frees the same large arrays (im2col matrices,
+    activations, gradients) every time. By default glibc gives blocks over
+    128 KiB back to the operating system on ``free`` and asks for fresh ones
+    on the next ``malloc``, and every new page then costs a page fault (a
+    large share of a CPU training step). Raising the mmap and trim
+    thresholds keeps those pages in the process for the next step, as
+    PyTorch's caching allocator does. The cost: the process keeps its peak
+    memory after a step instead of shrinking back. Returns False where there
+    is no glibc (macOS, Windows, musl): nothing changes there.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mmap, trim = (32 * 2**20, 2**30) if keep else (128 * 2**10, 128 * 2**10)  # 32 MiB: glibc's largest allowed
+    return bool(libc.mallopt(m_mmap_threshold, mmap) and libc.mallopt(m_trim_threshold, trim))
+
+
+keep_freed_memory()
+set_num_threads()  # the documented default; mg.set_num_threads(n) changes it

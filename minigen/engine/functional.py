@@ -96,6 +96,43 @@ def im2col(x, kernel: tuple, stride: tuple, padding: tuple):
     ### END SOLUTION
 
 
+def _sum_positions(a):
+    """(N, L, C) -> (N, C), summed over the L positions as a product with a row of
+    ones: BLAS streams the rows about 4x faster than NumPy's reduction over a
+    middle axis."""
+    xp = get_array_module(a)
+    return (xp.ones((1, a.shape[1]), dtype=a.dtype) @ a)[:, 0]
+
+
+def live_taps(mask):
+    """The kernel taps (row, column) where a 0/1 conv ``mask`` (out, in, kh, kw) keeps
+    any weight, or None when it keeps some weight at every tap."""
+    live = backend.to_device((mask != 0).any(axis=(0, 1)), "cpu")  # (kh, kw): a tiny copy to the host
+    if live.all():
+        return None
+    kh, kw = live.shape
+    return [(i, j) for i in range(kh) for j in range(kw) if live[i, j]] or [(0, 0)]  # none: one tap, all zero
+
+
+def im2col_taps(x, kernel: tuple, stride: tuple, padding: tuple, taps):
+    """:func:`im2col`'s matrix with only the columns of the kernel ``taps``
+    (a list of (row, column) positions), in that order: the columns a masked
+    kernel needs. Built one tap at a time, each a strided slice copied into
+    its C columns."""
+    xp = get_array_module(x)
+    (ph, pw) = padding
+    n, c, h, wd = x.shape
+    ho, wo = conv_output_size((h, wd), kernel, stride, padding)
+    padded = xp.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=x.dtype)
+    padded[:, ph : ph + h, pw : pw + wd] = x.transpose(0, 2, 3, 1)
+    cols = xp.empty((n, ho, wo, len(taps), c), dtype=x.dtype)
+    wanted = {tap: k for k, tap in enumerate(taps)}
+    for i, j, rows, columns in _tap_slices(kernel, stride, (ho, wo)):
+        if (i, j) in wanted:
+            cols[:, :, :, wanted[i, j]] = padded[:, rows, columns]
+    return cols.reshape(n * ho * wo, len(taps) * c)
+
+
 class Conv2d(Function):
     """2-D convolution (a cross-correlation, as in every deep-learning library)
     computed as one matrix product.
@@ -106,20 +143,33 @@ class Conv2d(Function):
     channels-last (NHWC): a row is kh*kw contiguous runs of C channels, and
     the windows are a strided view of the padded input, so building ``cols``
     is one copy. ``cols`` is kept: the weight gradient is ``grad^T @ cols``.
+
+    With a ``mask`` (0/1, shaped like the weight) it convolves with
+    ``w * mask`` and skips the kernel taps the mask zeroes for every channel:
+    their columns are neither built nor multiplied (a causal 3x3 mask keeps 5
+    of 9 taps, a 7x7 one 24 of 49), and the weight gradient is the masked
+    one, exactly as if the mask were multiplied in first.
     """
 
-    def __init__(self, stride: tuple, padding: tuple):
-        self.stride, self.padding = stride, padding
+    def __init__(self, stride: tuple, padding: tuple, mask=None, taps=None):
+        self.stride, self.padding, self.mask = stride, padding, mask
+        self.taps = live_taps(mask) if mask is not None and taps is None else taps
 
     def forward(self, x, w, b=None):
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
         ho, wo = conv_output_size((h, wd), (kh, kw), self.stride, self.padding)
-        cols = im2col(x, (kh, kw), self.stride, self.padding)
-        out = cols @ w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)
+        self.w = w if self.mask is None else w * self.mask
+        w_taps = self.w.transpose(2, 3, 1, 0)  # (kh, kw, C, O): a tap's rows of the weight matrix
+        if self.taps is None:
+            cols = im2col(x, (kh, kw), self.stride, self.padding)
+        else:
+            cols = im2col_taps(x, (kh, kw), self.stride, self.padding, self.taps)
+            w_taps = w_taps[tuple(zip(*self.taps))]  # (taps, C, O)
+        out = cols @ w_taps.reshape(-1, o)
         if b is not None:
             out += b
-        self.x_shape, self.w = x.shape, w
+        self.x_shape = x.shape
         self.cols = cols if self.needs_input_grad[1] else None
         # An NCHW view of NHWC memory: the next convolution reads it as NHWC without a copy,
         # and elementwise ops in between keep that memory order.
@@ -132,11 +182,56 @@ class Conv2d(Function):
         gw = None
         if self.needs_input_grad[1]:
             _, c, kh, kw = self.w.shape
-            gw = (g.T @ self.cols).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-        gb = g.sum(axis=0) if len(self.needs_input_grad) == 3 and self.needs_input_grad[2] else None
+            gw = g.T @ self.cols
+            if self.taps is None:
+                gw = gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+            else:  # the live taps' columns into a zero kernel
+                full = get_array_module(g).zeros((o, kh, kw, c), dtype=g.dtype)
+                full[(slice(None),) + tuple(zip(*self.taps))] = gw.reshape(o, len(self.taps), c)
+                gw = full.transpose(0, 3, 1, 2)
+            if self.mask is not None:
+                gw = gw * self.mask  # the product rule of w * mask
+        gb = None
+        if len(self.needs_input_grad) == 3 and self.needs_input_grad[2]:
+            gb = _sum_positions(g[None])[0]  # the column sums of g, as one product
         return gx, gw, gb
 
     def _input_grad(self, g, out_size):
+        """The input gradient: :meth:`_input_grad_pointwise` for a 1x1 kernel with
+        stride 1 and no padding, :meth:`_input_grad_as_conv` for a stride-1 kernel
+        with more input than output channels, :meth:`_input_grad_taps` (the
+        reference) otherwise."""
+        o, c, kh, kw = self.w.shape
+        (ph, pw) = self.padding
+        if self.stride == (1, 1) and (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
+            return self._input_grad_pointwise(g)
+        if self.stride == (1, 1) and self.taps is None and c > o and ph < kh and pw < kw:
+            return self._input_grad_as_conv(g, out_size)
+        return self._input_grad_taps(g, out_size)
+
+    def _input_grad_as_conv(self, g, out_size):
+        """With stride 1 the input gradient is itself a convolution: of the output
+        gradient, padded by k - 1 - p, with the kernel turned by 180 degrees and
+        its in and out channels swapped. Its im2col matrix has kh*kw*O columns,
+        where the tap loop adds kh*kw shares of C channels into the input, so it
+        moves less memory when C > O (a U-Net's convolutions after a skip
+        concatenation): one copy and one product."""
+        n, c, h, wd = self.x_shape
+        o, _, kh, kw = self.w.shape
+        (ph, pw) = self.padding
+        grad = g.reshape(n, *out_size, o).transpose(0, 3, 1, 2)  # NCHW view of NHWC rows
+        cols = im2col(grad, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw))
+        turned = self.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
+        return (cols @ turned).reshape(n, h, wd, c).transpose(0, 3, 1, 2)
+
+    def _input_grad_pointwise(self, g):
+        """A 1x1 convolution is a matrix product over channels at every pixel,
+        so its input gradient is the single product ``g @ w``, already laid out
+        like the input (NHWC): no zeroed buffer to add taps into, no second pass."""
+        n, c, h, wd = self.x_shape
+        return (g @ self.w.reshape(self.w.shape[0], c)).reshape(n, h, wd, c).transpose(0, 3, 1, 2)
+
+    def _input_grad_taps(self, g, out_size):
         """col2im, one kernel tap at a time.
 
         The share of the input gradient that flows through tap (i, j) is
@@ -154,6 +249,8 @@ class Conv2d(Function):
         w_taps = xp.ascontiguousarray(self.w.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
         share = xp.empty((n, ho, wo, c), dtype=g.dtype)
         for i, j, rows, cols in _tap_slices((kh, kw), self.stride, (ho, wo)):
+            if self.taps is not None and (i, j) not in self.taps:
+                continue  # masked out: its share is zero
             xp.matmul(g, w_taps[i, j], out=share.reshape(-1, c))
             padded[:, rows, cols] += share
         # An NCHW view of the NHWC buffer: copying it here would be a wasted pass,
@@ -168,6 +265,13 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     is (N, out, (H + 2*ph - kh) // sh + 1, (W + 2*pw - kw) // sw + 1).
     """
     stride, padding = as_pair(stride, "conv2d: stride", 1), as_pair(padding, "conv2d: padding", 0)
+    _check_conv_shapes(x, w, b, padding)
+    inputs = (x, w) if b is None else (x, w, b)
+    return Conv2d(stride, padding)(*inputs)
+
+
+def _check_conv_shapes(x, w, b, padding) -> None:
+    """Raise a ValueError naming the shapes when conv2d's inputs do not fit together."""
     if x.ndim != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if w.ndim != 4:
@@ -187,8 +291,22 @@ def conv2d(x, w, b=None, stride=1, padding=0):
             f"conv2d: kernel {w.shape[2]}x{w.shape[3]} is larger than the padded input "
             f"{padded[0]}x{padded[1]} (input {tuple(x.shape)}, padding {padding})"
         )
+
+
+def masked_conv2d(x, w, mask, b=None, stride=1, padding=0, taps=None):
+    """``conv2d(x, w * mask, b, stride, padding)`` for a fixed 0/1 ``mask`` (a backend
+    array shaped like ``w``), skipping the kernel taps the mask zeroes everywhere
+    (see :class:`Conv2d`). The weight gradient is the masked one, as with ``w * mask``.
+
+    ``taps``: the mask's :func:`live_taps`, if the caller computed them once (a
+    layer with a fixed mask should: finding them reads the mask on the host,
+    which on a GPU waits for the device at every call)."""
+    if tuple(mask.shape) != tuple(w.shape):
+        raise ValueError(f"masked_conv2d: mask has shape {tuple(mask.shape)} but the weight {tuple(w.shape)}")
+    stride, padding = as_pair(stride, "conv2d: stride", 1), as_pair(padding, "conv2d: padding", 0)
+    _check_conv_shapes(x, w, b, padding)
     inputs = (x, w) if b is None else (x, w, b)
-    return Conv2d(stride, padding)(*inputs)
+    return Conv2d(stride, padding, mask, taps)(*inputs)
 
 
 def linear(x, w, b=None):
@@ -479,9 +597,72 @@ class GroupNorm(Function):
         return (self.inv_std * (g - mean_g - self.x_hat * mean_gx)).reshape(grad.shape)
 
 
-def group_norm(x, groups, weight=None, bias=None, eps=1e-5):
+class GroupNormAffine(Function):
+    """Group norm, then ``* weight + bias`` per channel, then (if ``silu``) SiLU: one op.
+
+    The same numbers as :class:`GroupNorm` followed by the ops of
+    :func:`group_norm` and :func:`silu` (up to float32 rounding; a test compares
+    them), in fewer passes over memory: the three or five elementwise ops and
+    their backward each read and write the whole activation and keep their
+    own copies; here the backward needs no graph of small ops, and the means
+    it needs come from two per-channel sums, which are BLAS products. It works
+    channels-last, (N, positions, C), so per-channel vectors broadcast along
+    contiguous rows: a convolution's output is already NHWC in memory (see
+    :class:`Conv2d`), so nothing is transposed, and the output, an NCHW view
+    of NHWC memory, is what the next convolution's im2col reads without a
+    transposing copy.
+    """
+
+    def __init__(self, groups: int, eps: float, silu: bool):
+        self.groups, self.eps, self.silu = groups, eps, silu
+
+    def forward(self, x, weight, bias):
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        self.to_last = (0, *range(2, x.ndim), 1)  # NCHW -> NHWC (any number of spatial axes)
+        self.to_first = (0, x.ndim - 1, *range(1, x.ndim - 1))
+        xl = xp.ascontiguousarray(x.transpose(self.to_last))  # free when x is channels-last in memory
+        self.shape_last = xl.shape
+        xl = xl.reshape(n, -1, c)  # (N, L, C): per-channel vectors broadcast along contiguous rows
+        self.positions = xl.shape[1]
+        centred = xl - self._group_mean(_sum_positions(xl))
+        self.inv_std = 1 / xp.sqrt(self._group_mean(_sum_positions(centred * centred)) + self.eps)  # (N, 1, C)
+        centred *= self.inv_std
+        self.x_hat, self.weight = centred, weight
+        y = centred * weight + bias
+        if self.silu:
+            self.y = y
+            with np.errstate(over="ignore"):  # exp(-y) = inf for y < -88 gives sigmoid 0, as it should
+                self.s = 1 / (1 + xp.exp(-y))
+            y = y * self.s
+        return y.reshape(self.shape_last).transpose(self.to_first)
+
+    def _group_mean(self, sums):
+        """(N, C) sums over positions -> (N, 1, C): the mean over each channel's group, per channel."""
+        n, c = sums.shape
+        per_group = sums.reshape(n, self.groups, -1).sum(axis=2) / (self.positions * (c // self.groups))
+        return per_group.repeat(c // self.groups, axis=1)[:, None, :].astype(sums.dtype)
+
+    def backward(self, grad):
+        g = grad.transpose(self.to_last).reshape(self.x_hat.shape)
+        if self.silu:  # d/dy y s(y) = s (1 + y (1 - s))
+            s, y = self.s, self.y
+            g = g * (s * (1 + y * (1 - s)))
+        # Per sample and channel: the sums of g and g x_hat give the bias and weight
+        # gradients and, times the weight, the two group means of the normalisation's backward.
+        sum_g, sum_gx = _sum_positions(g), _sum_positions(g * self.x_hat)  # (N, C)
+        mean_g, mean_gx = self._group_mean(sum_g * self.weight), self._group_mean(sum_gx * self.weight)
+        gx = g * (self.weight * self.inv_std) - self.x_hat * (mean_gx * self.inv_std) - mean_g * self.inv_std
+        return gx.reshape(self.shape_last).transpose(self.to_first), sum_gx.sum(axis=0), sum_g.sum(axis=0)
+
+
+def group_norm(x, groups, weight=None, bias=None, eps=1e-5, silu=False):
     """Normalise (N, C, ...) ``x`` over each group of C/groups channels and all
-    positions, per sample; then scale by ``weight`` and shift by ``bias`` (C,)."""
+    positions, per sample; then scale by ``weight`` and shift by ``bias`` (C,).
+
+    ``silu=True`` applies SiLU to the result. With both ``weight`` and ``bias``
+    this is one fused op (:class:`GroupNormAffine`); otherwise the reference
+    composition of :class:`GroupNorm` and elementwise ops."""
     x = as_tensor(x)
     if x.ndim < 2:
         raise ValueError(f"group_norm: input must be (N, C, ...), got shape {x.shape}")
@@ -493,13 +674,15 @@ def group_norm(x, groups, weight=None, bias=None, eps=1e-5):
     for name, param in (("weight", weight), ("bias", bias)):
         if param is not None and tuple(param.shape) != (channels,):
             raise ValueError(f"group_norm: {name} has shape {tuple(param.shape)}, expected ({channels},)")
+    if weight is not None and bias is not None:
+        return GroupNormAffine(groups, float(eps), silu)(x, weight, bias)
     y = GroupNorm(groups, float(eps))(x)
     shape = (1, channels) + (1,) * (x.ndim - 2)
     if weight is not None:
         y = y * ops.reshape(weight, shape)
     if bias is not None:
         y = y + ops.reshape(bias, shape)
-    return y
+    return y * sigmoid(y) if silu else y
 
 
 # ----------------------------------------------------------------------------

@@ -417,8 +417,9 @@ class GroupNorm(Module):
         self.weight = Parameter(np.ones(num_channels, dtype=np.float32))
         self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
 
-    def forward(self, x):
-        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+    def forward(self, x, silu: bool = False):
+        """The normalised ``x``; with ``silu=True``, SiLU of it, in the same fused op."""
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, silu=silu)
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"

@@ -127,12 +127,13 @@ class MaskedConv2d(nn.Conv2d):
         out_channels, in_channels, kh, kw = mask.shape
         super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2))
         self.register_buffer("mask", mask)
+        self.taps = F.live_taps(mask)  # once, on the host: the taps the mask keeps
 
     def masked_weight(self):
         return self.weight * self.mask
 
     def forward(self, x):
-        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
+        return F.masked_conv2d(x, self.weight, self.mask, self.bias, padding=self.padding, taps=self.taps)
 
     def step(self, cache: SamplingCache, x_at, row: int, col: int | None = None):
         """The output at (row, col) only, (N, out), given the input there, ``x_at`` (N, in).

@@ -53,9 +53,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x, embedding):
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.norm1(x, silu=True))
         h = h + self.embed(F.silu(embedding)).reshape(h.shape[0], h.shape[1], 1, 1)
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.norm2(h, silu=True))
         return self.skip(x) + h
 
 
@@ -138,4 +138,4 @@ class UNet(nn.Module):
                 h = layer(cat([h, skips.pop()], axis=1), embedding)
             else:
                 h = layer(F.upsample_nearest(h, 2))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out(h, silu=True))
