@@ -227,6 +227,21 @@ def test_mutant_loses_exactly_its_tasks_points(solutions, tmp_path, mutant):
     assert scores == {t.id: (0.0 if t is task else float(t.points)) for t in result.tasks}, result.table()
 
 
+@pytest.mark.parametrize("chapter, task_id, source", [
+    (5, "5.2", "def betas_from_alpha_bar(alpha_bar_fn, T):\n    return np.full(T, 0.5)\n"),
+    (4, "4.3", "def sample_levels(logits, uniform):\n    return np.zeros(len(uniform), dtype=np.int64)\n"),
+], ids=["cosine_betas calls betas_from_alpha_bar", "the sampling loop calls sample_levels"])
+def test_a_mistake_in_a_task_that_another_task_calls_costs_only_its_own_points(solutions, tmp_path, chapter,
+                                                                               task_id, source):
+    """Task 5.3 calls the student's 5.2 and 4.4 calls 4.3: their checks run with the reference's
+    helper in the student's file, so one mistake is not charged twice."""
+    task = task_by_id(task_id)
+    folder = with_replacement(solutions, tmp_path, chapter, source)
+    result = grade(str(folder), tasks=chapter_tasks(chapter), tests_dir=GRADED)
+    scores = {t.id: result.score(t) for t in result.tasks}
+    assert scores == {t.id: (0.0 if t is task else float(t.points)) for t in result.tasks}, result.table()
+
+
 def test_there_are_mutants_for_at_least_ten_tasks():
     tasks = {re.search(r'^TASK = "(\d+\.\d+)"', path.read_text(), re.M).group(1) for path in MUTANTS}
     assert len(tasks) >= 10

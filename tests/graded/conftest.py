@@ -7,6 +7,9 @@ The task markers (``@pytest.mark.task3_2``) are registered by that plugin, from
 ``TASKS`` in minigen/course/exercises.py; the normal suite never imports these
 files, so it needs no such markers."""
 
+import contextlib
+
+import numpy as np
 import pytest
 
 
@@ -21,3 +24,70 @@ def pytest_collect_file(file_path, parent):
     if file_path.suffix == ".py" and not parent.config.getoption("grade_target", None):
         raise pytest.UsageError(f"{file_path.name} is a graded check: run it with minigen grade, or add "
                                 "-p minigen.course.grading_plugin --grade-target exercises")
+
+
+# ----------------------------------------------------------------------------
+# Helpers of the graded checks
+
+
+def _snapshot(value):
+    """A copy of what a graded function must leave alone: an array, a Tensor's array,
+    or the array attributes of an object such as a Schedule; None for anything else."""
+    from minigen.engine.autograd import Tensor
+    if isinstance(value, Tensor):
+        value = value.data
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if hasattr(value, "__dict__"):
+        arrays = {name: a.copy() for name, a in vars(value).items() if isinstance(a, np.ndarray)}
+        return arrays or None
+    return None
+
+
+def _check_unchanged(index, value, before):
+    from minigen.engine.autograd import Tensor
+    after = value.data if isinstance(value, Tensor) else value
+    if isinstance(before, dict):
+        for name, array in before.items():
+            _check_unchanged(f"{index}.{name}", getattr(value, name), array)
+        return
+    assert after.dtype == before.dtype and after.shape == before.shape, \
+        f"input {index} was changed: {before.dtype} {before.shape} became {after.dtype} {after.shape}"
+    np.testing.assert_array_equal(after, before, err_msg=f"input {index} was changed in place; "
+                                  "a graded function must leave its inputs as they were (copy first)")
+
+
+@contextlib.contextmanager
+def _inputs_unchanged(*inputs):
+    before = [_snapshot(value) for value in inputs]
+    yield
+    for index, (value, copy) in enumerate(zip(inputs, before)):
+        if copy is not None:
+            _check_unchanged(index, value, copy)
+
+
+@pytest.fixture
+def unchanged():
+    """``with unchanged(x, t): graded.f(x, t)`` fails if the call changed x or t (arrays, Tensors,
+    or the arrays of an object such as a Schedule) in place: callers in minigen reuse them."""
+    return _inputs_unchanged
+
+
+@pytest.fixture(autouse=True)
+def other_tasks_from_the_reference(request, monkeypatch):
+    """A check grades one task: inside the student's chapter file, calls to another task's
+    function (cosine_betas calls betas_from_alpha_bar, the sampling loop sample_levels) go
+    to the reference, so one mistake costs only its own task's points."""
+    if "graded" not in request.fixturenames or not request.config.getoption("grade_target", None):
+        return
+    from minigen.course.exercises import TASKS, reference_function, task_by_id
+    from minigen.course.grading_plugin import task_of
+    task = task_by_id(task_of(request.node))
+    try:
+        function = getattr(request.getfixturevalue("graded"), task.function)
+    except Exception:
+        return  # a chapter file that does not import: the check itself reports it
+    module_globals = getattr(function, "__globals__", {})
+    for other in TASKS:
+        if other.chapter == task.chapter and other is not task and other.function in module_globals:
+            monkeypatch.setitem(module_globals, other.function, reference_function(other))

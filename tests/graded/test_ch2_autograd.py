@@ -29,6 +29,17 @@ def test_unbroadcast_on_random_broadcasts(graded):
         np.testing.assert_allclose(out, reference.unbroadcast(grad, small), rtol=1e-12)
 
 
+@pytest.mark.task2_1
+def test_unbroadcast_keeps_float32_and_sums_middle_axes(graded, unchanged):
+    grad = np.random.default_rng(4).standard_normal((5, 2, 3, 4)).astype(np.float32)
+    for shape in [(2, 1, 4), (1, 3, 1), (5, 1, 3, 1), (3, 1), (2, 3, 4), (1, 1, 1, 1), ()]:
+        with unchanged(grad):
+            out = graded.unbroadcast(grad, shape)
+        assert tuple(out.shape) == shape, f"unbroadcast to {shape} from {grad.shape} gave shape {out.shape}"
+        assert out.dtype == np.float32, f"a float32 gradient came back {out.dtype} (unbroadcast to {shape})"
+        np.testing.assert_allclose(out, reference.unbroadcast(grad, shape), rtol=1e-5, atol=1e-5)
+
+
 def numeric_gradients(f, arrays, eps=1e-6):
     """Central differences of the scalar f(*arrays) for every element of every array."""
     grads = []
@@ -47,10 +58,14 @@ def numeric_gradients(f, arrays, eps=1e-6):
 
 
 @pytest.mark.task2_2
-def test_mul_backward_matches_finite_differences(graded):
+def test_mul_backward_matches_finite_differences(graded, unchanged):
     rng = np.random.default_rng(1)
     a, b, w = rng.standard_normal((3, 1)), rng.standard_normal((1, 4)), rng.standard_normal((3, 4))
-    ga, gb = graded.mul_backward(w, a, b)
+    with unchanged(w, a, b):
+        result = graded.mul_backward(w, a, b)
+    assert type(result) is tuple and len(result) == 2, \
+        f"mul_backward must return a tuple (ga, gb), one entry per input; got {type(result).__name__}"
+    ga, gb = result
     expected = numeric_gradients(lambda a, b: float((w * a * b).sum()), [a, b])
     np.testing.assert_allclose(reference.unbroadcast(ga, a.shape), expected[0], atol=1e-6)
     np.testing.assert_allclose(reference.unbroadcast(gb, b.shape), expected[1], atol=1e-6)
@@ -68,12 +83,17 @@ def test_mul_backward_skips_unneeded_gradients(graded):
 
 
 @pytest.mark.task2_3
-@pytest.mark.parametrize("shape_a, shape_b", [((3, 3), (3, 3)), ((2, 3), (3, 4)), ((2, 3, 4), (4, 5))])
-def test_matmul_backward_matches_finite_differences(graded, shape_a, shape_b):
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 3), (3, 3)), ((2, 3), (3, 4)), ((2, 3, 4), (4, 5)),
+                                              ((2, 3, 4), (2, 4, 5)), ((3, 4), (2, 4, 2)),
+                                              ((2, 1, 3, 4), (5, 4, 2))])
+def test_matmul_backward_matches_finite_differences(graded, unchanged, shape_a, shape_b):
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
     w = rng.standard_normal((a @ b).shape)
-    ga, gb = graded.matmul_backward(w, a, b)
+    with unchanged(w, a, b):
+        result = graded.matmul_backward(w, a, b)
+    assert type(result) is tuple and len(result) == 2, "matmul_backward must return a tuple (ga, gb)"
+    ga, gb = result
     expected = numeric_gradients(lambda a, b: float((w * (a @ b)).sum()), [a, b])
     np.testing.assert_allclose(reference.unbroadcast(ga, a.shape), expected[0], atol=1e-6)
     np.testing.assert_allclose(reference.unbroadcast(gb, b.shape), expected[1], atol=1e-6)
@@ -154,3 +174,12 @@ def test_central_difference_is_second_order(graded):
     evaluate = lambda: float(np.exp(values[0]))
     # A one-sided difference has error ~ eps/2 * f'' = 7e-5 here; the central one ~ eps^2/6 * f''' = 2e-9.
     assert graded.central_difference(evaluate, values, 0, 1e-4) == pytest.approx(np.exp(0.3), abs=1e-8)
+
+
+@pytest.mark.task2_5
+def test_central_difference_at_zero(graded):
+    # gradcheck meets x = 0 often (ReLU inputs, zero-initialised biases): the step must not vanish there.
+    values = np.array([0.0, 1.5])
+    evaluate = lambda: float(np.sin(values[0]) + values[1] ** 2)
+    assert graded.central_difference(evaluate, values, 0, 1e-5) == pytest.approx(1.0, abs=1e-8)
+    np.testing.assert_array_equal(values, [0.0, 1.5])

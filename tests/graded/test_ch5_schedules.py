@@ -25,6 +25,15 @@ def test_linear_schedule_scales_with_T(graded):
     assert math.sqrt(np.prod(1 - betas)) < 0.01
 
 
+@pytest.mark.task5_1
+@pytest.mark.parametrize("T", [300, 750])
+def test_linear_schedule_for_a_T_that_does_not_divide_1000(graded, T):
+    betas = graded.linear_betas(T)
+    assert betas.dtype == np.float64 and betas.shape == (T,)
+    np.testing.assert_allclose(betas, np.linspace(1e-4, 0.02, T) * (1000 / T), rtol=1e-12)
+    assert betas.sum() == pytest.approx(10.05, rel=1e-9)
+
+
 @pytest.mark.task5_2
 def test_betas_from_a_linear_alpha_bar(graded):
     # alpha_bar = 1 - u at u = 0, 1/4, ..., 1: ratios 3/4, 2/3, 1/2, 0; the last beta is clipped.
@@ -52,6 +61,9 @@ def test_cosine_schedule_of_nichol_and_dhariwal(graded):
     # All but the last step: the last beta is where the clip acts (task 5.2).
     np.testing.assert_allclose(betas[:-1], (1 - ab[1:] / ab[:-1])[:-1], rtol=1e-9)
     assert betas[0] == pytest.approx(1 - cosine_alpha_bar(1 / T) / cosine_alpha_bar(0.0), rel=1e-9)
+    # alpha_bar(T) is ~0, so the last beta is ~1 unless clipped (the check runs with the reference
+    # betas_from_alpha_bar, so a mistake in task 5.2 does not cost this task too).
+    assert betas[-1] == 0.999, f"the last beta is {betas[-1]!r}: clip at 0.999 (betas_from_alpha_bar does)"
 
 
 @pytest.mark.task5_3
@@ -62,13 +74,14 @@ def test_cosine_schedule_with_another_offset(graded):
 
 
 @pytest.mark.task5_4
-def test_q_sample_closed_form(graded):
+def test_q_sample_closed_form(graded, unchanged):
     schedule = Schedule.make("linear", 100)
     rng = np.random.default_rng(0)
     x0 = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     noise = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     t = np.array([0, 10, 50, 99])
-    xt = graded.q_sample(schedule, mg.tensor(x0), mg.tensor(t), mg.tensor(noise))
+    with unchanged(schedule, x0, t, noise):
+        xt = graded.q_sample(schedule, mg.tensor(x0), mg.tensor(t), mg.tensor(noise))
     ab = schedule.alpha_bar[t].reshape(4, 1, 1, 1)
     np.testing.assert_allclose(xt.numpy(), np.sqrt(ab) * x0 + np.sqrt(1 - ab) * noise, rtol=1e-5, atol=1e-6)
 

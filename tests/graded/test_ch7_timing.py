@@ -40,3 +40,12 @@ def test_timing_without_warm_up(graded):
     timing = graded.measure(device.fn, repeats=3, warmup=0, device="cuda", clock=device.clock, sync=device.sync)
     assert device.calls == 3 and device.syncs >= 3
     assert (timing.median, timing.q25, timing.q75) == (4.0, 3.0, 5.0)
+
+
+@pytest.mark.task7_1
+def test_median_and_quartiles_of_skewed_timings(graded):
+    # One slow repeat (a page fault, another process): the median ignores it, a mean would not.
+    device = FakeDevice([1.0, 1.0, 2.0, 3.0, 2.0, 30.0])
+    timing = graded.measure(device.fn, repeats=5, warmup=1, device="cuda", clock=device.clock, sync=device.sync)
+    assert device.calls == 6
+    assert (timing.median, timing.q25, timing.q75, timing.repeats) == (2.0, 2.0, 3.0, 5)
