@@ -4,6 +4,8 @@ Autoregressive: ``pixelcnn`` (PixelCNN and Gated PixelCNN, exact likelihood,
 naive and cached sampling). Diffusion: ``diffusion`` (the Gaussian process:
 schedules, closed forms, posterior, sampling steps, likelihood terms), ``unet``
 (the denoising network) and ``ddpm`` (the module that ties them together).
-``classifier`` is the digit classifier that judges samples. Each family is
-built from one config dataclass (``config``: the pattern and its helpers).
+``classifier`` is the digit classifier that judges samples. ``inputs`` checks what
+the models are given (images, labels, counts) and names any mistake before work
+starts. Each family is built from one config dataclass (``config``: the pattern
+and its helpers).
 """

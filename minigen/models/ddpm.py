@@ -32,6 +32,7 @@ from .config import configure
 from .diffusion import (VARIANCES, Schedule, ancestral_step, at_step, bound_steps, ddim_step, ddim_timesteps,
                         discretized_gaussian_log_likelihood, eps_from_x0, gaussian_kl, posterior_mean, prior_kl,
                         q_sample, reverse_variance, v_target, x0_from_eps, x0_from_v)
+from .inputs import check_count, check_images, check_labels, check_number
 from .unet import UNet
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -65,6 +66,11 @@ class DDPMConfig:
             raise ValueError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        factor = 2 ** (len(self.channel_mults) - 1)  # the U-Net halves the size once per extra level
+        if self.image_size % factor:
+            raise ValueError(f"DDPMConfig: image_size ({self.image_size}) must be divisible by "
+                             f"2**(len(channel_mults) - 1) = {factor} for channel_mults={self.channel_mults}; "
+                             f"change image_size or use fewer channel_mults")
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,18 @@ class SamplerOptions:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
+                                       or self.steps < 1):
+            raise ValueError(f"SamplerOptions: steps must be None (DDIM_STEPS = {DDIM_STEPS}) or an integer >= 1, "
+                             f"got {self.steps!r}")
+        check_number(self.eta, "SamplerOptions", "eta", 0.0, 1.0)
+        check_number(self.guidance, "SamplerOptions", "guidance")
 
     def timesteps(self, T: int) -> list:
         """The code steps the chain visits, from the noisiest down."""
         if self.sampler == "ddpm":
             return list(range(T))[::-1]
-        return ddim_timesteps(T, self.steps or DDIM_STEPS, self.spacing)[::-1]
+        return ddim_timesteps(T, DDIM_STEPS if self.steps is None else self.steps, self.spacing)[::-1]
 
 
 def _standard_normal(rng: np.random.Generator, shape, device: str) -> Tensor:
@@ -138,17 +150,34 @@ class DDPM(nn.Module):
 
         Rounding has no Tensor op (it has no gradient): the last step is array work.
         """
+        xp = backend.get_array_module(x.data)
+        if not bool(xp.isfinite(x.data).all()):
+            raise ValueError(f"DDPM.unscale: x has {int((~xp.isfinite(x.data)).sum())} NaN or infinite value(s), "
+                             f"which have no level; the chain that made it diverged")
         levels = ((x + 1) * ((self.levels - 1) / 2)).clip(0, self.levels - 1)
         return backend.get_array_module(levels.data).rint(levels.data).astype(np.int64)
 
     def _device(self) -> str:
         return next((p.device for p in self.parameters()), "cpu")
 
+    def _checked_images(self, x, where: str):
+        """``x`` as an int64 array (N, C, S, S) of levels, or a one-line error (see :mod:`minigen.models.inputs`)."""
+        return check_images(x, f"DDPM.{where}", channels=self.channels, levels=self.levels,
+                            image_size=self.image_size)
+
     # -- training ------------------------------------------------------------------
     def loss(self, x, labels=None):
-        """L_simple (Ho et al. eq. 14): mean squared error of the prediction at a uniform t."""
-        x0 = self.scale(x)
+        """L_simple (Ho et al. eq. 14): mean squared error of the prediction at a uniform t.
+
+        ``x`` (N, C, S, S): a Tensor, an array or a nested list of integer levels (floats of
+        integer value pass too); ``labels``: one class per image (a conditional model needs them).
+        """
+        x0 = self.scale(self._checked_images(x, "loss"))
         n, device = x0.shape[0], x0.device
+        if labels is None and self.num_classes is not None:
+            raise ValueError(f"DDPM.loss: this model is class-conditional (num_classes={self.num_classes}); "
+                             f"pass labels")
+        labels = self._sampling_labels(labels, n, device, "DDPM.loss")
         t = randint(0, self.schedule.T, (n,), device=device)
         noise = randn(*x0.shape, device=device)
         xt = q_sample(self.schedule, x0, t, noise)
@@ -156,28 +185,20 @@ class DDPM(nn.Module):
         return F.mse_loss(self.net(xt, t, self._drop_labels(labels, n, device)), target)
 
     def _drop_labels(self, labels, n: int, device: str):
-        """Training labels with each replaced by "no class" with probability p_uncond."""
-        if labels is None and self.num_classes is not None:
-            raise ValueError(f"this model is class-conditional (num_classes={self.num_classes}); pass labels")
-        labels = self._sampling_labels(labels, n, device)
+        """Checked training labels with each replaced by "no class" with probability p_uncond."""
         if labels is None:
             return None
         # float64 uniforms from minigen's seeded stream (mg.rand draws float32, another stream)
         drop = backend.generator(device).random(n) < self.p_uncond
         return where(drop, self.num_classes, labels)
 
-    def _sampling_labels(self, labels, n: int, device: str):
+    def _sampling_labels(self, labels, n: int, device: str, where: str):
         """Labels as a (n,) int Tensor; a conditional model given none samples unconditionally."""
         if labels is None:
             return None if self.num_classes is None else full(n, self.num_classes, device=device)
         if self.num_classes is None:
-            raise ValueError("this model was built without classes (num_classes=None); pass no labels")
-        # Checking the user's labels is array work, on the host.
-        values = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
-        values = np.broadcast_to(values.astype(np.int64), (n,))
-        if values.min() < 0 or values.max() >= self.num_classes:
-            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got {sorted(set(values.tolist()))}")
-        return tensor(values, device=device)
+            raise ValueError(f"{where}: this model was built without classes (num_classes=None); pass no labels")
+        return tensor(check_labels(labels, n, self.num_classes, where), device=device)
 
     # -- the reverse process ---------------------------------------------------------
     def predict_eps_x0(self, xt, t, labels=None, guidance: float = 1.0, clip: bool = True):
@@ -231,13 +252,18 @@ class DDPM(nn.Module):
         DDIM (Song et al. 2021, eq. 12). ``x_T`` replaces the starting noise;
         ``on_step(t, x_t, x0_estimate)`` is called at every step (for figures).
         """
+        n = check_count(n, "DDPM.generate")
         options = configure(SamplerOptions, options, **settings)
         device = device or self._device()
-        rng = np.random.default_rng(options.seed)
-        x = _standard_normal(rng, (n, self.channels, self.image_size, self.image_size), device) if x_T is None else x_T
-        draw_noise = lambda: _standard_normal(rng, x.shape, device)
-        labels = self._sampling_labels(labels, n, device)
+        shape = (n, self.channels, self.image_size, self.image_size)
+        if x_T is not None and tuple(x_T.shape) != shape:
+            raise ValueError(f"DDPM.generate: x_T must have shape {shape} (n, channels, image_size, image_size), "
+                             f"got {tuple(x_T.shape)}")
+        labels = self._sampling_labels(labels, n, device, "DDPM.generate")
         timesteps = options.timesteps(self.schedule.T)
+        rng = np.random.default_rng(options.seed)
+        x = _standard_normal(rng, shape, device) if x_T is None else x_T
+        draw_noise = lambda: _standard_normal(rng, x.shape, device)
         visits = list(zip(timesteps, timesteps[1:] + [-1]))  # (t, the next step t_prev); -1 is the clean data
         with self.evaluating():
             for t, t_prev in tqdm(visits, desc=options.sampler, disable=not options.progress):
@@ -265,9 +291,9 @@ class DDPM(nn.Module):
         that PixelCNN computes exactly. ``timesteps=K`` estimates the middle sum
         from K steps instead of all T - 1, without bias (see :func:`bound_steps`).
         """
+        x0 = self.scale(self._checked_images(x, "nll_bound"))
+        labels = self._sampling_labels(labels, x0.shape[0], x0.device, "DDPM.nll_bound")
         rng = np.random.default_rng(seed)
-        x0 = self.scale(x)
-        labels = self._sampling_labels(labels, x0.shape[0], x0.device)
         middle, weights = bound_steps(self.schedule.T, timesteps, rng)
         per_image = lambda values: values.reshape(values.shape[0], -1).sum(axis=1)
         with self.evaluating():

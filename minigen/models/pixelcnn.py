@@ -42,6 +42,7 @@ from ..engine import nn
 from ..engine.autograd import Tensor
 from ..engine.functional import as_pair
 from .config import configure
+from .inputs import check_count, check_images, check_labels, check_number
 
 # ----------------------------------------------------------------------------
 # Masks
@@ -280,20 +281,28 @@ class AutoregressiveImageModel(nn.Module):
         data = x.data if isinstance(x, Tensor) else x
         return Tensor((data.astype(np.float32) * (2.0 / (self.levels - 1)) - 1.0).astype(np.float32))
 
-    def _check_input(self, x, labels):
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"expected images of shape (N, {self.channels}, H, W), got {x.shape}")
-        data = x.data if isinstance(x, Tensor) else x
-        if data.min() < 0 or data.max() >= self.levels:
-            raise ValueError(f"pixel values must be integer levels in 0..{self.levels - 1}, "
-                             f"got values from {data.min()} to {data.max()}")
+    def _checked(self, x, labels, where: str):
+        """The images as an int64 array and the labels as an int64 array on the images' device
+        (or None), or a one-line error before any work (see :mod:`minigen.models.inputs`)."""
+        where = f"{type(self).__name__}.{where}"
+        x = check_images(x, where, channels=self.channels, levels=self.levels)
+        return x, self._checked_labels(labels, len(x), backend.device_of(x), where)
+
+    def _checked_labels(self, labels, n: int, device: str, where: str):
         if (labels is None) != (self.num_classes is None):
             need = "needs labels" if self.num_classes else "was built without classes; pass no labels"
-            raise ValueError(f"this model {need} (num_classes={self.num_classes})")
+            raise ValueError(f"{where}: this model {need} (num_classes={self.num_classes})")
+        if labels is None:
+            return None
+        return backend.to_device(check_labels(labels, n, self.num_classes, where), device)
 
     def forward(self, x, labels=None):
-        """Logits of shape (N, K, C, H, W) for integer images x: K levels for every sub-pixel."""
-        self._check_input(x, labels)
+        """Logits of shape (N, K, C, H, W) for integer images x: K levels for every sub-pixel.
+
+        ``x`` (N, C, H, W): a Tensor, an array or a nested list of integer levels
+        (floats of integer value pass too); ``labels``: one class per image.
+        """
+        x, labels = self._checked(x, labels, "forward")
         return self.network(self._scale(x), labels)
 
     def network(self, inputs, labels=None):
@@ -306,12 +315,14 @@ class AutoregressiveImageModel(nn.Module):
         return logits.reshape(n, self.channels, self.levels, h, w).transpose(0, 2, 1, 3, 4)
 
     def log_prob(self, x, labels=None):
-        """log p(x) in nats, exactly, for each image: shape (N,)."""
-        return categorical_log_prob(self(x, labels), x)
+        """log p(x) in nats, exactly, for each image: shape (N,). ``x`` and ``labels`` as for :meth:`forward`."""
+        x, labels = self._checked(x, labels, "log_prob")
+        return categorical_log_prob(self.network(self._scale(x), labels), x)
 
     def loss(self, x, labels=None):
         """Mean negative log-likelihood in nats per image (the training loss)."""
-        return -self.log_prob(x, labels).mean()
+        x, labels = self._checked(x, labels, "loss")
+        return -categorical_log_prob(self.network(self._scale(x), labels), x).mean()
 
     # -- sampling --------------------------------------------------------------
     def sample(self, n: int, size=(8, 8), labels=None, temperature: float = 1.0,
@@ -324,16 +335,15 @@ class AutoregressiveImageModel(nn.Module):
         ``on_step(c, i, j, x)`` is called after every sub-pixel is drawn, with the
         images so far (for figures, and for timing a prefix of the loop).
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        where = f"{type(self).__name__}.sample"
+        n = check_count(n, where)
+        check_number(temperature, where, "temperature", low=0, open_low=True)
         device = device or self._device()
-        height, width = as_pair(size, "sample: size", 1)
+        height, width = as_pair(size, f"{where}: size", 1)
+        labels = self._checked_labels(labels, n, backend.check_device(device), where)
         xp = backend.xp_for(device)
         uniform = xp.asarray(np.random.default_rng(seed).random((n, self.channels, height, width)))
-        if labels is not None:
-            labels = Tensor(xp.asarray(np.asarray(labels, dtype=np.int64).reshape(n)))
         x = xp.zeros((n, self.channels, height, width), dtype=np.int64)
-        self._check_input(x, labels)
         bar = tqdm(total=height * width * self.channels, desc="sampling", disable=not progress)
 
         def drawn(c, i, j):
@@ -345,7 +355,9 @@ class AutoregressiveImageModel(nn.Module):
             if cached:
                 self._sample_cached(x, labels, uniform, temperature, drawn)
             else:
-                naive_sampling_loop(lambda images: self(images, labels), x, uniform, temperature, drawn)
+                # checked once above: each step calls the network directly, not forward's checks
+                logits_of = lambda images: self.network(self._scale(images), labels)
+                naive_sampling_loop(logits_of, x, uniform, temperature, drawn)
         return x
 
     def _device(self) -> str:

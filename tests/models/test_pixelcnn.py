@@ -181,7 +181,7 @@ def test_bad_inputs_are_named():
         model.log_prob(np.full((1, 1, 2, 2), 2))
     with pytest.raises(ValueError, match=r"shape \(N, 1, H, W\), got \(1, 3, 2, 2\)"):
         model.log_prob(np.zeros((1, 3, 2, 2), dtype=np.int64))
-    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         model.sample(1, temperature=0)
     with pytest.raises(ValueError, match="needs labels"):
         SMALL["gated"](num_classes=2).sample(1, size=(2, 2))
