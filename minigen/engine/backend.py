@@ -196,6 +196,9 @@ def scatter_add(target, index, values) -> None:
 NUM_THREADS_DEFAULT = "one core left free: max(1, cores - 1)"
 """The documented default of :func:`set_num_threads` (see :func:`default_num_threads`)."""
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Where a user (or a BLAS loaded later) reads the thread count from the environment."""
+
 
 def default_num_threads() -> int:
     """BLAS threads minigen uses unless told otherwise: every core but one, at least one.
@@ -229,7 +232,7 @@ def set_num_threads(n: int | None = None) -> int:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        for name in THREAD_VARIABLES:
             os.environ[name] = str(n)
         return n
     threadpool_limits(limits=n, user_api="blas")
@@ -265,5 +268,13 @@ def keep_freed_memory(keep: bool = True) -> bool:
     return bool(libc.mallopt(m_mmap_threshold, mmap) and libc.mallopt(m_trim_threshold, trim))
 
 
+def apply_default_num_threads() -> int | None:
+    """At import: :func:`default_num_threads`, unless the user already chose a count
+    in one of :data:`THREAD_VARIABLES` (that choice stands). Returns the count set, or None."""
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    return set_num_threads()
+
+
 keep_freed_memory()
-set_num_threads()  # the documented default; mg.set_num_threads(n) changes it
+apply_default_num_threads()  # mg.set_num_threads(n) changes it later

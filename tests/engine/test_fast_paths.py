@@ -211,3 +211,13 @@ def test_keep_freed_memory_reports_whether_it_applies():
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert backend.keep_freed_memory(False) == glibc
     assert backend.keep_freed_memory() == glibc
+
+
+def test_a_thread_count_the_user_set_in_the_environment_stands(monkeypatch):
+    calls = []
+    monkeypatch.setattr(backend, "set_num_threads", lambda n=None: calls.append(n) or 1)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert backend.apply_default_num_threads() is None and calls == []
+    for name in backend.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert backend.apply_default_num_threads() == 1 and calls == [None]
