@@ -22,7 +22,8 @@ from minigen.engine import backend
 from minigen import functional as F
 from minigen import optim
 from minigen.bench.report import cell, markdown_table, publish
-from minigen.bench.timing import adam_step, facts_line, machine_facts, measure, run_worker, serve_worker
+from minigen.bench.timing import (adam_step, facts_line, machine_facts, measure, peak_extra_memory_mib, run_worker,
+                                  serve_worker)
 from minigen.models.classifier import DigitClassifier
 
 try:
@@ -134,34 +135,16 @@ def _training_closure(framework: str, batch: int, size: int, device: str = "cpu"
 MEMORY_SHAPE = dict(batch=256, size=28)
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def peak_memory_mib(framework: str) -> float | None:
-    """Extra peak resident memory (MiB) of one training step at MEMORY_SHAPE.
-
-    Linux resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs;
-    the step's own peak is then VmHWM minus the resident size before it.
-    Freed memory goes back to the system here (glibc's default, for both
-    frameworks): with minigen's default of keeping it (``keep_freed_memory``)
-    a second step reuses the first one's pages and both would read near 0.
-    """
+    """Extra peak resident memory (MiB) of one training step at MEMORY_SHAPE
+    (:func:`minigen.bench.timing.peak_extra_memory_mib`), after a first step has
+    created the optimizer state and caches. Freed memory goes back to the system
+    for both frameworks (glibc's default): with minigen's default of keeping it
+    (``keep_freed_memory``) a second step would reuse the first one's pages."""
     backend.keep_freed_memory(False)
     step = _training_closure(framework, **MEMORY_SHAPE)
-    step()  # first step: optimizer state and caches exist before we measure
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    before = _rss_kib("VmRSS")
     step()
-    return (_rss_kib("VmHWM") - before) / 1024
+    return peak_extra_memory_mib(step)
 
 
 def worker(framework: str, plan, device: str) -> dict:

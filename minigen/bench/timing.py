@@ -160,6 +160,41 @@ def _run_prefix(run, should_stop) -> int:
 # Work per network evaluation, and where two cost curves cross
 
 
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_extra_memory_mib(fn) -> float | None:
+    """The peak resident memory (MiB) that calling ``fn()`` adds to this process,
+    or None where it cannot be read (not Linux).
+
+    Linux resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs;
+    ``fn``'s own peak is then VmHWM minus the resident size before the call.
+    While it runs, freed memory goes back to the system (glibc's default, see
+    :func:`minigen.engine.backend.keep_freed_memory`): pages kept from earlier
+    work would otherwise be reused and not counted.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    kept = backend.keeps_freed_memory()
+    backend.keep_freed_memory(False)
+    try:
+        before = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - before) / 1024
+    finally:
+        if kept:
+            backend.keep_freed_memory(True)
+
+
 def count_flops(model, *inputs) -> int:
     """Floating-point operations of one call ``model(*inputs)``, counted over its
     convolutions and linear layers (2 per multiply-add; masked weights count, as

@@ -241,7 +241,8 @@ def set_num_threads(n: int | None = None) -> int:
 
 def keep_freed_memory(keep: bool = True) -> bool:
     """Ask glibc's allocator to keep freed memory for reuse instead of handing it back
-    (``keep=False``: hand it back again, at glibc's default 128 KiB thresholds).
+    (``keep=False``: hand back what is kept now, and from then on at glibc's
+    default 128 KiB thresholds).
 
     A training step allocates and frees the same large arrays (im2col matrices,
     activations, gradients) every time. By default glibc gives blocks over
@@ -265,7 +266,19 @@ def keep_freed_memory(keep: bool = True) -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     mmap, trim = (32 * 2**20, 2**30) if keep else (128 * 2**10, 128 * 2**10)  # 32 MiB: glibc's largest allowed
-    return bool(libc.mallopt(m_mmap_threshold, mmap) and libc.mallopt(m_trim_threshold, trim))
+    applied = bool(libc.mallopt(m_mmap_threshold, mmap) and libc.mallopt(m_trim_threshold, trim))
+    if not keep:
+        libc.malloc_trim(0)
+    _freed_memory["kept"] = keep and applied
+    return applied
+
+
+_freed_memory = {"kept": False}
+
+
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` is in force now."""
+    return _freed_memory["kept"]
 
 
 def apply_default_num_threads() -> int | None:

@@ -6,7 +6,9 @@ import pytest
 
 import minigen as mg
 from minigen import nn
-from minigen.bench.timing import adam_step, count_flops, crossover, measure, run_worker, serve_worker, time_sequential
+from minigen.bench.timing import (adam_step, count_flops, crossover, measure, peak_extra_memory_mib, run_worker,
+                                  serve_worker, time_sequential)
+from minigen.engine import backend
 
 
 class FakeClock:
@@ -190,3 +192,14 @@ def test_the_bench_command_serves_its_training_worker_as_a_module():
     rows = run_worker(("-m", "minigen.bench.ar_vs_diffusion"), "minigen", plan)
     assert [(row["family"], row["size"]) for row in rows] == [("pixelcnn", 8), ("ddpm", 8)]
     assert all(row["seconds"] > 0 and row["first_loss"] > 0 for row in rows)
+
+
+def test_peak_extra_memory_counts_what_a_call_touches_and_restores_the_allocator():
+    import numpy as np
+    kept = backend.keeps_freed_memory()
+    small = peak_extra_memory_mib(lambda: None)
+    if small is None:
+        pytest.skip("peak memory is read from /proc/self (Linux only)")
+    big = peak_extra_memory_mib(lambda: np.ones(40 * 2**20 // 4, dtype=np.float32).sum())  # 40 MiB, touched
+    assert small < 4 and 39 < big < 48
+    assert backend.keeps_freed_memory() == kept

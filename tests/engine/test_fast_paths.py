@@ -210,7 +210,9 @@ def test_keep_freed_memory_reports_whether_it_applies():
     import platform
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert backend.keep_freed_memory(False) == glibc
+    assert backend.keeps_freed_memory() is False
     assert backend.keep_freed_memory() == glibc
+    assert backend.keeps_freed_memory() == glibc
 
 
 def test_a_thread_count_the_user_set_in_the_environment_stands(monkeypatch):
