@@ -72,9 +72,48 @@ def _device_of(model) -> str:
     return next(iter(model.parameters())).device
 
 
+def receptive_field(network, shape: tuple, pick, seed: int = 0) -> np.ndarray:
+    """Which inputs an output depends on, by autograd: |d(random mix of ``pick(network(x))``) / dx|
+    summed over a batch of random inputs ``x`` of ``shape`` (N, C, H, W); returns (C, H, W).
+
+    An input the output cannot see gets a gradient of exactly 0 (masked
+    weights are exact zeros), so ``field > 0`` is the receptive field. The
+    random mix of the picked outputs keeps their gradients from cancelling.
+    For an autoregressive model: ``receptive_field(model.network, shape,
+    lambda logits: logits[:, :, c, i, j])``; for a U-Net:
+    ``receptive_field(lambda x: unet(x, t), shape, lambda eps: eps[:, c, i, j])``."""
+    rng = np.random.default_rng(seed)
+    x = Tensor(rng.uniform(-1, 1, shape).astype(np.float32), requires_grad=True)
+    picked = pick(network(x))
+    (picked * Tensor(rng.standard_normal(picked.shape).astype(np.float32))).sum().backward()
+    return np.abs(backend.to_device(x.grad, "cpu")).sum(axis=0)
+
+
 def parameter_count(model) -> int:
     """The number of trained numbers in ``model``."""
     return int(sum(p.size for p in model.parameters()))
+
+
+def nll_nats(model, images: np.ndarray) -> float:
+    """The mean test negative log-likelihood, in nats per image (exact for an autoregressive model)."""
+    return float(nats_per_subpixel(model, images).sum(axis=(1, 2, 3)).mean())
+
+
+def epochs_of(images: np.ndarray, batch: int, seed: int = 0):
+    """``draw_batch(step)`` for :func:`train_for` from a fixed training set: the
+    mini-batches of one shuffled epoch after another (the last partial batch dropped)."""
+    per_epoch = len(images) // batch
+    if per_epoch < 1:
+        raise ValueError(f"epochs_of: {len(images)} images are fewer than one batch of {batch}")
+    orders = {}
+
+    def draw_batch(step: int) -> np.ndarray:
+        epoch, k = divmod(step, per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng((seed, epoch)).permutation(len(images))
+        return images[orders[epoch][k * batch:(k + 1) * batch]]
+    return draw_batch
 
 
 def train_for(model, draw_batch, seconds: float, lr: float = 3e-3, max_steps: int | None = None) -> int:

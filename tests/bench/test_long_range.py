@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from minigen.bench.long_range import (bits_split, copied_pixels, copy_row_images, long_range_experiment,
-                                      nats_per_subpixel, parameter_count, train_for)
+from minigen.bench.long_range import (bits_split, epochs_of, nll_nats, copied_pixels, copy_row_images, long_range_experiment,
+                                      nats_per_subpixel, parameter_count, receptive_field, train_for)
 from minigen.models.pixelcnn import PixelCNN
 
 
@@ -62,3 +62,30 @@ def test_the_experiment_reports_one_row_per_model():
     (row,) = rows
     assert row["model"] == "a" and row["steps"] >= 1 and row["parameters"] == parameter_count(tiny_pixelcnn())
     assert row["bits_per_image"] == pytest.approx(4 * row["copied_bits"] + 12 * row["free_bits"])
+
+
+def test_a_receptive_field_by_autograd_is_exactly_the_earlier_pixels_the_model_reaches():
+    model = PixelCNN(channels=1, levels=2, hidden=8, blocks=1, first_kernel=3)  # 3x3 mask A, one 3x3 mask B
+    field = receptive_field(model.network, (3, 1, 7, 7), lambda logits: logits[:, :, 0, 4, 3])[0]
+    assert field.shape == (7, 7)
+    rows, cols = np.indices((7, 7))
+    later_or_same = (rows > 4) | ((rows == 4) & (cols >= 3))
+    assert (field[later_or_same] == 0).all()
+    assert field[4, 2] > 0 and field[3, 3] > 0 and field[2, 3] > 0  # two layers reach two rows up
+    assert (field[:2] == 0).all()  # and no further
+
+
+def test_epochs_visit_every_image_once_per_epoch_in_a_new_order():
+    images = np.arange(10)[:, None]
+    draw = epochs_of(images, batch=3, seed=0)
+    first = np.concatenate([draw(k) for k in range(3)])[:, 0]
+    second = np.concatenate([draw(k) for k in range(3, 6)])[:, 0]
+    assert len(set(first)) == 9 and len(set(second)) == 9 and not np.array_equal(first, second)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        epochs_of(images, batch=11)
+
+
+def test_nll_is_the_mean_negative_log_likelihood_per_image():
+    model = tiny_pixelcnn()
+    images = copy_row_images(4, size=4, seed=0)
+    assert nll_nats(model, images) == pytest.approx(-float(model.log_prob(images).data.mean()), rel=1e-5)
