@@ -17,6 +17,12 @@ minigen runs twice: with its default BLAS threads (every core but one) and
 with all cores (``mg.set_num_threads(cores)``), PyTorch with its own default
 (all cores).
 ``--quick`` is a smoke run (8x8, batch 8, one round, few repeats).
+
+A last column splits minigen's gap into BLAS and engine: the step's
+convolution products alone (for every convolution the im2col product, the
+weight-gradient product and the input-gradient product, on matrices of the
+step's shapes, at the default threads), with nothing else of the step. No
+im2col engine on this BLAS can be faster than that floor.
 """
 
 from __future__ import annotations
@@ -26,19 +32,68 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 import minigen as mg
+from minigen import nn
 from minigen.bench.ar_vs_diffusion import minigen_training_step, torch_available, torch_training_step
 from minigen.bench.report import cell, markdown_table, publish
 from minigen.bench.timing import facts_line, machine_facts, measure, run_worker, serve_worker
 
 FAMILIES = ("pixelcnn", "ddpm")
 FRAMEWORKS = ("minigen", "minigen-all-cores", "torch")
+PRODUCTS = "minigen-products"  # the floor: the step's convolution products alone
 PLANS = {"full": dict(sizes=[16, 32], batch=32, repeats=5, rounds=2),
          "quick": dict(sizes=[8], batch=8, repeats=2, rounds=1)}
 
 
+def product_shapes(model_step, model) -> list:
+    """(rows, inner, columns) of the im2col product of every convolution that one
+    call of ``model_step`` runs: rows = N*Ho*Wo, inner = the live taps times the
+    input channels, columns = the output channels."""
+    shapes = []
+
+    def recorded(layer):
+        forward = layer.forward
+
+        def wrapper(x):
+            out = forward(x)
+            taps = getattr(layer, "taps", None)
+            n, c = x.shape[:2]
+            out_channels, _, kh, kw = layer.weight.shape
+            shapes.append((n * out.shape[2] * out.shape[3], (len(taps) if taps else kh * kw) * c, out_channels))
+            return out
+        return wrapper
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for layer in layers:
+        object.__setattr__(layer, "forward", recorded(layer))
+    try:
+        model_step()
+    finally:
+        for layer in layers:
+            del layer.__dict__["forward"]
+    return shapes
+
+
+def products_alone(shapes):
+    """A closure that runs, for each (rows, inner, columns), the three products of a
+    convolution's training step: cols @ W, g^T @ cols and g @ W^T."""
+    rng = np.random.default_rng(0)
+    mats = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, o), dtype=np.float32),
+             rng.standard_normal((m, o), dtype=np.float32)) for m, k, o in shapes]
+
+    def run():
+        for cols, w, g in mats:
+            cols @ w, g.T @ cols, g @ w.T
+    return run
+
+
 def worker(framework: str, plan: dict, device: str) -> dict:
     """Median seconds per training step of each family and size, in this (fresh) process."""
+    if framework == PRODUCTS:
+        return {key: measure(products_alone(shapes), repeats=plan["repeats"], warmup=1).median
+                for key, shapes in step_product_shapes(plan).items()}
     if framework == "minigen-all-cores":
         mg.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     results = {}
@@ -53,6 +108,16 @@ def worker(framework: str, plan: dict, device: str) -> dict:
     return results
 
 
+def step_product_shapes(plan: dict) -> dict:
+    """For each family and size, the convolution product shapes of one training step."""
+    shapes = {}
+    for family in FAMILIES:
+        for size in plan["sizes"]:
+            step = minigen_training_step(family, 1, size, plan["batch"], "cpu")
+            shapes[f"{family} {size}"] = product_shapes(step, step.model)
+    return shapes
+
+
 def best_of(frameworks, plan: dict, rounds: int) -> dict:
     """Each framework's workers in turn, ``rounds`` times; the lowest time per row over the rounds."""
     best = {f: {} for f in frameworks}
@@ -65,7 +130,7 @@ def best_of(frameworks, plan: dict, rounds: int) -> dict:
 
 def run(plan: dict, with_torch: bool = True) -> dict:
     frameworks = FRAMEWORKS if with_torch else FRAMEWORKS[:2]
-    alone = best_of(frameworks, plan, plan["rounds"])
+    alone = best_of(frameworks + (PRODUCTS,), plan, plan["rounds"])
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         busy = best_of(frameworks, plan, 1)
@@ -84,18 +149,19 @@ def markdown(result: dict) -> str:
     for key in alone["minigen"]:
         family, size = key.split()
         name = {"pixelcnn": "PixelCNN", "ddpm": "DDPM U-Net"}[family]
-        ours, all_cores, theirs = (alone.get(f, {}).get(key) for f in FRAMEWORKS)
+        ours, all_cores, theirs, products = (alone.get(f, {}).get(key) for f in FRAMEWORKS + (PRODUCTS,))
         slowdowns = [ratio(busy.get(f, {}).get(key), alone.get(f, {}).get(key)) for f in FRAMEWORKS]
         rows.append([f"{name} {size}x{size}, batch {batch}", cell(ours, "{:.1f} ms", 1e3),
                      cell(all_cores, "{:.1f} ms", 1e3), cell(theirs, "{:.1f} ms", 1e3),
                      cell(ratio(ours, theirs), "{:.2f}x"), cell(ratio(all_cores, theirs), "{:.2f}x"),
-                     *(cell(s, "{:.2f}x") for s in slowdowns)])
+                     *(cell(s, "{:.2f}x") for s in slowdowns),
+                     cell(products, "{:.1f} ms", 1e3), cell(ratio(products, theirs), "{:.2f}x")])
     header = ["training step (fwd, bwd, Adam)", "minigen (default threads)", "minigen (all cores)", "PyTorch CPU",
               "minigen / PyTorch", "minigen all cores / PyTorch", "slowdown, 1 busy core: minigen",
-              "minigen all cores", "PyTorch"]
+              "minigen all cores", "PyTorch", "conv products alone (default threads)", "products alone / PyTorch"]
     return "\n".join([
         facts_line(result) + f" minigen's default BLAS threads: {mg.backend.default_num_threads()}.", "",
-        markdown_table(header, rows, "l" + "r" * 8)])
+        markdown_table(header, rows, "l" + "r" * 10)])
 
 
 def main() -> None:

@@ -173,14 +173,17 @@ def training_inputs(family: str, channels: int, size: int, batch: int) -> dict:
 
 
 def minigen_training_step(family: str, channels: int, size: int, batch: int, device: str):
-    """A closure: one Adam step (forward, backward, update) of the reference network; returns the loss."""
+    """A closure: one Adam step (forward, backward, update) of the reference network; returns the loss.
+    The network is the closure's ``model`` attribute."""
     arrays = {k: tensor(v, device=device) for k, v in training_inputs(family, channels, size, batch).items()}
     model = pixelcnn(channels, device) if family == "pixelcnn" else ddpm(channels, size, device).net
     if family == "pixelcnn":
         loss_fn = lambda: model.loss(arrays["x"])
     else:
         loss_fn = lambda: F.mse_loss(model(arrays["xt"], arrays["t"]), arrays["noise"])
-    return adam_step(optim.Adam(model.parameters(), lr=1e-3), loss_fn)
+    step = adam_step(optim.Adam(model.parameters(), lr=1e-3), loss_fn)
+    step.model = model
+    return step
 
 
 def torch_training_step(family: str, channels: int, size: int, batch: int):
