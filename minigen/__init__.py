@@ -13,7 +13,7 @@ The house, one room per line (the README draws it as a tree)::
                  creation, functional, nn, optim, gradcheck
     files        atomic writes
     checkpoint   mg.save / mg.load;  data: data sets and batches;  viz: image grids
-    models/      pixelcnn, unet, diffusion (the process), ddpm (the module), classifier
+    models/      pixelcnn, pixelsnail, unet, diffusion (the process), ddpm (the module), classifier
     metrics      bits/dim, the independent-pixel baseline, Frechet distance, class balance
     train        one training loop for every family, checkpoints, resume
     course/      exercise stubs, the grader and its pytest plugin, book tools

@@ -235,8 +235,12 @@ def _positive(kind):
 # config dataclass holds the defaults, which the help reads from it.
 MODEL_OPTIONS = {
     "hidden": (_positive(int), None, "feature maps per layer"),
-    "blocks": (_positive(int), None, "residual blocks"),
+    "blocks": (_positive(int), None, "residual blocks (pixelsnail: residual layers + attention)"),
     "layers": (_positive(int), None, "gated layers"),
+    "residual_layers": (_positive(int), None, "gated residual layers per attention block"),
+    "heads": (_positive(int), None, "attention heads per colour"),
+    "key_channels": (_positive(int), None, "query and key features per attention head"),
+    "value_channels": (_positive(int), None, "value features per attention head"),
     "T": (_positive(int), None, "diffusion steps"),
     "schedule": (str, sorted(SCHEDULES), "noise schedule"),
     "base_channels": (_positive(int), None, "U-Net width"),

@@ -40,6 +40,7 @@ from .models.ddpm import DDPM
 from .metrics import bits_per_dim
 from .models.config import config_dict, configure, setting_names
 from .models.pixelcnn import GatedPixelCNN, PixelCNN
+from .models.pixelsnail import PixelSNAIL
 
 # ----------------------------------------------------------------------------
 # What differs between families and data sets
@@ -74,6 +75,7 @@ def _diffusion_nll(model, x, labels):
 FAMILIES = {
     "pixelcnn": Family(PixelCNN, _autoregressive_nll, loss_is_nll=True),
     "gated-pixelcnn": Family(GatedPixelCNN, _autoregressive_nll, loss_is_nll=True),
+    "pixelsnail": Family(PixelSNAIL, _autoregressive_nll, loss_is_nll=True),
     "ddpm": Family(DDPM, _diffusion_nll, loss_is_nll=False),
 }
 

@@ -17,6 +17,7 @@ from minigen.viz import image_grid, save_grid
 # A tiny run: 1,437 training digits in batches of 512 make 2 steps per epoch,
 # so 6 steps cross two epoch boundaries and a resume at step 3 lands mid-epoch.
 TINY = {"pixelcnn": {"hidden": 8, "blocks": 1}, "gated-pixelcnn": {"hidden": 4, "layers": 2},
+        "pixelsnail": {"hidden": 8, "blocks": 1, "residual_layers": 1, "key_channels": 4, "value_channels": 4},
         "ddpm": {"base_channels": 8, "channel_mults": [1], "groups": 4, "T": 30, "schedule": "cosine"}}
 
 

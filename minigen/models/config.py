@@ -5,12 +5,16 @@ Every model is built from a frozen dataclass of its settings (nanoGPT's
 ``PixelCNN(hidden=32)`` build the same model, and ``model.config`` is the
 dataclass. Checkpoints store ``config_dict(model.config)``; training, the CLI
 and the benchmarks read the dataclass's fields instead of a constructor's
-signature, so a setting has exactly one home and one default.
+signature, so a setting has exactly one home and one default. Each config
+checks its settings in ``__post_init__`` with :func:`check_integers` and
+:func:`check_odd`, which raise one-line errors naming the setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+import numpy as np
 
 
 def configure(config_class: type, config=None, **settings):
@@ -40,3 +44,18 @@ def config_dict(config) -> dict:
 def setting_names(config_class: type) -> list[str]:
     """The names of a config's settings, in declaration order."""
     return [field.name for field in dataclasses.fields(config_class)]
+
+
+def check_integers(config, **minimums) -> None:
+    """A ValueError naming the first setting of ``config`` that is not an integer >= its minimum."""
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{type(config).__name__}: {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_odd(config, *names) -> None:
+    """Kernels need a centre tap, or output (i, j) would not line up with input (i, j)."""
+    for name in names:
+        if getattr(config, name) % 2 == 0:
+            raise ValueError(f"{type(config).__name__}: {name} must be odd, got {getattr(config, name)}")

@@ -41,7 +41,7 @@ from ..engine import functional as F
 from ..engine import nn
 from ..engine.autograd import Tensor
 from ..engine.functional import as_pair
-from .config import configure
+from .config import check_integers, check_odd, configure
 from .inputs import check_count, check_images, check_labels, check_number
 
 # ----------------------------------------------------------------------------
@@ -378,21 +378,6 @@ class AutoregressiveImageModel(nn.Module):
                     drawn(c, i, j)
 
 
-def _check_integers(config, **minimums) -> None:
-    """A ValueError naming the first setting of ``config`` that is not an integer >= its minimum."""
-    for name, minimum in minimums.items():
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{type(config).__name__}: {name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_odd(config, *names) -> None:
-    """Kernels need a centre tap, or output (i, j) would not line up with input (i, j)."""
-    for name in names:
-        if getattr(config, name) % 2 == 0:
-            raise ValueError(f"{type(config).__name__}: {name} must be odd, got {getattr(config, name)}")
-
-
 # ----------------------------------------------------------------------------
 # PixelCNN
 
@@ -413,10 +398,10 @@ class PixelCNNConfig:
     kernel_size: int = 3
 
     def __post_init__(self):
-        _check_integers(self, channels=1, levels=2, hidden=1, blocks=0, first_kernel=1, kernel_size=1)
+        check_integers(self, channels=1, levels=2, hidden=1, blocks=0, first_kernel=1, kernel_size=1)
         if self.num_classes is not None:
-            _check_integers(self, num_classes=1)
-        _check_odd(self, "first_kernel", "kernel_size")
+            check_integers(self, num_classes=1)
+        check_odd(self, "first_kernel", "kernel_size")
         if self.hidden % (2 * self.channels):
             raise ValueError(f"PixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
                              f"2 * channels ({2 * self.channels})")
@@ -509,10 +494,10 @@ class GatedPixelCNNConfig:
     kernel_size: int = 3
 
     def __post_init__(self):
-        _check_integers(self, channels=1, levels=2, hidden=1, layers=1, kernel_size=1)
+        check_integers(self, channels=1, levels=2, hidden=1, layers=1, kernel_size=1)
         if self.num_classes is not None:
-            _check_integers(self, num_classes=1)
-        _check_odd(self, "kernel_size")
+            check_integers(self, num_classes=1)
+        check_odd(self, "kernel_size")
         if self.hidden % self.channels:
             raise ValueError(f"GatedPixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
                              f"channels ({self.channels})")
