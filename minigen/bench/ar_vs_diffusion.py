@@ -8,12 +8,15 @@ evaluations does each sampler make, and what does one cost":
 
 - PixelCNN, naive: one full-image evaluation per sub-pixel, C*H*W of them;
 - PixelCNN, cached: C*H*W evaluations of one pixel's worth of network each;
+- PixelSNAIL, naive and cached: the same counts; its cached step also compares
+  one query with the keys of every pixel drawn so far (a cache that grows);
 - DDPM: T full-image evaluations (T = 1000); DDIM: S of them (S = 10..100).
 
-Both networks have about the same number of parameters, and the tables give
+The networks have about the same number of parameters, and the tables give
 the floating-point operations of one full-image evaluation of each. Where a
 run would pass the time cap, a measured prefix of its sequential steps is timed
-and extrapolated (marked ``*``). Training steps are timed too, beside the same
+and extrapolated (marked ``*``). Beside each time: the peak memory the run
+adds to the process (of the timed prefix, for an extrapolated run). Training steps are timed too, beside the same
 networks in PyTorch when the ``bench`` extra is installed (in a fresh process).
 """
 
@@ -31,16 +34,19 @@ from ..engine import backend, optim
 from ..engine import functional as F
 from ..engine.autograd import Tensor
 from .report import cell, markdown_table
-from .timing import (adam_step, count_flops, crossover, facts_line, machine_facts, measure, run_worker,
-                     serve_worker, time_sequential)
+from .timing import (adam_step, count_flops, crossover, facts_line, machine_facts, measure,
+                     prefix_peak_memory_mib, run_worker, serve_worker, time_sequential)
 from ..files import write_atomically, write_text_atomically
 from ..engine.creation import tensor
 from ..models.ddpm import DDPM
 from ..models.diffusion import Schedule, q_sample
 from ..models.pixelcnn import PixelCNN
+from ..models.pixelsnail import PixelSNAIL
 
 PIXELCNN = dict(levels=16, hidden=84, blocks=5)
 """The autoregressive network: 16 grey levels, about as many parameters as the U-Net."""
+PIXELSNAIL = dict(levels=16, hidden=33, blocks=2, residual_layers=2)
+"""The attention network: the same 16 levels and about as many parameters (hidden: a multiple of 3 colours)."""
 UNET = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, groups=8)
 """The diffusion network (the demo's U-Net)."""
 T = 1000
@@ -75,6 +81,15 @@ def pixelcnn(channels: int, device: str) -> PixelCNN:
         return PixelCNN(channels=channels, **PIXELCNN).to(device)
 
 
+def pixelsnail(channels: int, device: str) -> PixelSNAIL:
+    """The benchmark's PixelSNAIL, seed 0."""
+    with backend.seeded(0):
+        return PixelSNAIL(channels=channels, **PIXELSNAIL).to(device)
+
+
+AUTOREGRESSIVE = ("pixelcnn", "pixelsnail")
+
+
 def ddpm(channels: int, size: int, device: str) -> DDPM:
     """The benchmark's DDPM (T = 1000, cosine) for ``size`` x ``size`` images, seed 0."""
     with backend.seeded(0):
@@ -83,30 +98,31 @@ def ddpm(channels: int, size: int, device: str) -> DDPM:
 
 def samplers(plan: Plan) -> dict:
     """Method name -> (family, sampling settings)."""
-    methods = {"pixelcnn naive": ("pixelcnn", dict(cached=False)),
-               "pixelcnn cached": ("pixelcnn", dict(cached=True)),
-               f"ddpm T={T}": ("ddpm", dict(sampler="ddpm"))}
+    methods = {f"{family} {kind}": (family, dict(cached=kind == "cached"))
+               for family in AUTOREGRESSIVE for kind in ("naive", "cached")}
+    methods[f"ddpm T={T}"] = ("ddpm", dict(sampler="ddpm"))
     methods.update({f"ddim S={s}": ("ddpm", dict(sampler="ddim", steps=s)) for s in plan.ddim_steps})
     return methods
 
 
 def sequential_evaluations(family: str, settings: dict, channels: int, size: int) -> int:
     """Network evaluations that must run one after another to draw one batch."""
-    if family == "pixelcnn":
+    if family in AUTOREGRESSIVE:
         return channels * size * size
     return settings.get("steps") or T
 
 
 def sampling_run(model, family: str, settings: dict, batch: int, size: int, device: str):
     """``run(on_step)``: draw one batch, calling ``on_step`` after every sequential step."""
-    if family == "pixelcnn":
+    if family in AUTOREGRESSIVE:
         return lambda on_step: model.sample(batch, (size, size), seed=0, device=device, on_step=on_step, **settings)
     return lambda on_step: model.generate(batch, seed=0, device=device, on_step=on_step, **settings)
 
 
 def flops_per_image(model, family: str, channels: int, size: int, device: str) -> int:
-    """FLOPs of one full-image network evaluation, per image."""
-    if family == "pixelcnn":
+    """FLOPs of one full-image network evaluation, per image (convolutions and linear
+    layers: a PixelSNAIL's attention products are not counted)."""
+    if family in AUTOREGRESSIVE:
         x = backend.xp_for(device).zeros((1, channels, size, size), dtype=np.int64)
         return count_flops(model, Tensor(x))
     x = backend.xp_for(device).zeros((1, channels, size, size), dtype=np.float32)
@@ -120,7 +136,8 @@ def bench_sampling(plan: Plan, device: str) -> tuple[list, list]:
     jobs = [(c, s) for c in plan.channels for s in plan.sizes]
     bar = tqdm(total=len(jobs) * len(methods), desc=f"sampling on {device}", unit="run")
     for channels, size in jobs:
-        models = {"pixelcnn": pixelcnn(channels, device), "ddpm": ddpm(channels, size, device)}
+        models = {"pixelcnn": pixelcnn(channels, device), "pixelsnail": pixelsnail(channels, device),
+                  "ddpm": ddpm(channels, size, device)}
         networks.append({"device": device, "channels": channels, "size": size,
                          **{f"{family}_{what}": value for family, model in models.items()
                             for what, value in (("parameters", model.num_parameters()),
@@ -130,8 +147,9 @@ def bench_sampling(plan: Plan, device: str) -> tuple[list, list]:
             run = sampling_run(models[family], family, settings, plan.batch, size, device)
             evaluations = sequential_evaluations(family, settings, channels, size)
             timing = time_sequential(run, evaluations, plan.cap, device)
+            memory = prefix_peak_memory_mib(run, timing.steps_timed) if device == "cpu" else None
             rows.append({"device": device, "channels": channels, "size": size, "method": name,
-                         "evaluations": evaluations, **timing.as_dict()})
+                         "evaluations": evaluations, **timing.as_dict(), "peak_mib": memory})
             bar.update(1)
     bar.close()
     return rows, networks
@@ -148,8 +166,8 @@ def crossovers(rows: list, plan: Plan) -> list:
                 if r["device"] == device and r["channels"] == channels:
                     seconds[r["method"]].append(r["seconds"])
             pixels = [s * s for s in plan.sizes]
-            for slow in ("pixelcnn naive", "pixelcnn cached"):
-                for fast in [m for m in seconds if not m.startswith("pixelcnn")]:
+            for slow in [m for m in seconds if m.split()[0] in AUTOREGRESSIVE]:
+                for fast in [m for m in seconds if m.split()[0] not in AUTOREGRESSIVE]:
                     found.append({"device": device, "channels": channels, "autoregressive": slow,
                                   "diffusion": fast, "pixels": crossover(pixels, seconds[slow], seconds[fast])})
     return found
@@ -269,6 +287,16 @@ def _seconds(row: dict) -> str:
     return text + ("*" if row["extrapolated"] else "")
 
 
+def _memory(row: dict) -> str:
+    if row.get("peak_mib") is None:
+        return "-"
+    return f"{row['peak_mib']:.1f}" + ("*" if row["extrapolated"] else "")
+
+
+FAMILIES = ("pixelcnn", "pixelsnail", "ddpm")
+NAMES = {"pixelcnn": "PixelCNN", "pixelsnail": "PixelSNAIL", "ddpm": "U-Net"}
+
+
 def _where(pixels, sizes) -> str:
     """A crossover in words: none, already at the smallest size, or the interpolated size."""
     if pixels is None:
@@ -290,8 +318,13 @@ def markdown(result: dict) -> str:
                 cells = [f"{_seconds(r)} ({r['evaluations']:,})" for m in methods for r in result["sampling"]
                          if (r["device"], r["channels"], r["size"], r["method"]) == (device, channels, size, m)]
                 sampling.append([device, f"{channels}x{size}x{size}", *cells])
-    networks = [[f"{n['channels']}x{n['size']}x{n['size']}", f"{n['pixelcnn_parameters']:,}",
-                 f"{n['pixelcnn_flops'] / 1e9:.4f}", f"{n['ddpm_parameters']:,}", f"{n['ddpm_flops'] / 1e9:.4f}"]
+    memory = [[f"{channels}x{size}x{size}", *(_memory(r) for m in methods for r in result["sampling"]
+                                             if (r["device"], r["channels"], r["size"], r["method"])
+                                             == ("cpu", channels, size, m))]
+              for channels in plan["channels"] for size in plan["sizes"]]
+    networks = [[f"{n['channels']}x{n['size']}x{n['size']}",
+                 *(text for family in FAMILIES for text in (f"{n[family + '_parameters']:,}",
+                                                             f"{n[family + '_flops'] / 1e9:.4f}"))]
                 for n in result["networks"] if n["device"] == result["devices"][0]]
     crossings = [[c["device"], c["channels"], c["autoregressive"], c["diffusion"], _where(c["pixels"], plan["sizes"])]
                  for c in result["crossovers"]]
@@ -305,10 +338,13 @@ def markdown(result: dict) -> str:
         f"**Sampling a batch of {plan['batch']} images** (seconds; * = extrapolated from a timed prefix "
         f"of the sequential steps, cap {plan['cap']:g} s). Sequential network evaluations in brackets.", "",
         markdown_table(["device", "image", *methods], sampling, "ll" + "r" * len(methods)), "",
+        "**Peak memory of sampling** (MiB the run adds to the process on the CPU; * = of the timed prefix "
+        "only, so a cache that grows with the image is undercounted there).", "",
+        markdown_table(["image", *methods], memory, "l" + "r" * len(methods)), "",
         "**The networks** (parameters; GFLOPs of one full-image evaluation, per image, counted over "
         "convolutions and linear layers):", "",
-        markdown_table(["image", "PixelCNN params", "PixelCNN GFLOPs", "U-Net params", "U-Net GFLOPs"],
-                       networks, "lrrrr"), "",
+        markdown_table(["image", *(f"{NAMES[family]} {what}" for family in FAMILIES for what in ("params", "GFLOPs"))],
+                       networks, "l" + "rr" * len(FAMILIES)), "",
         "**Crossover**: the image size (pixels H*W, interpolated on log-log axes) from which the "
         "diffusion sampler is faster than the autoregressive one.", "",
         markdown_table(["device", "channels", "autoregressive", "diffusion", "crossover"], crossings, "lrlll"), "",

@@ -139,6 +139,13 @@ def time_sequential(run, total_steps: int, cap: float, device: str = "cpu", repe
     return SequentialTiming(float(np.median(times)), total_steps, total_steps, False, len(times))
 
 
+def prefix_peak_memory_mib(run, steps: int) -> float | None:
+    """The peak extra memory (MiB) of the first ``steps`` steps of ``run(on_step)``
+    (see :func:`peak_extra_memory_mib`): for a loop too long to run whole, the
+    same prefix that :func:`time_sequential` timed."""
+    return peak_extra_memory_mib(lambda: _run_prefix(run, lambda done: done >= steps))
+
+
 def _run_prefix(run, should_stop) -> int:
     """Run ``run(on_step)`` until it ends or ``should_stop(steps done)``; return the steps done."""
     done = 0

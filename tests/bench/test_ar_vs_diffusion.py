@@ -16,18 +16,20 @@ def test_bench_quick_writes_a_valid_json_table_markdown_and_plot(tmp_path, capsy
     assert cli.main(["bench", "--quick", "--no-torch", "--device", "cpu", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "timing.json").read_text())
     plan = timing.PLANS["quick"]
-    methods = ["pixelcnn naive", "pixelcnn cached", "ddpm T=1000", "ddim S=10"]
+    methods = ["pixelcnn naive", "pixelcnn cached", "pixelsnail naive", "pixelsnail cached", "ddpm T=1000",
+               "ddim S=10"]
     rows = {(r["size"], r["method"]): r for r in result["sampling"]}
     assert set(rows) == {(size, m) for size in plan.sizes for m in methods}
     for size in plan.sizes:
         evaluations = [rows[size, m]["evaluations"] for m in methods]
-        assert evaluations == [size * size, size * size, 1000, 10], "C*H*W, C*H*W, T and S"
+        assert evaluations == [size * size] * 4 + [1000, 10], "C*H*W four times, T and S"
         for m in methods:
             row = rows[size, m]
             assert row["seconds"] > 0 and 1 <= row["steps_timed"] <= row["total_steps"]
             assert row["extrapolated"] == (row["steps_timed"] < row["total_steps"])
-    assert all(n["pixelcnn_flops"] > 0 and n["ddpm_flops"] > 0 for n in result["networks"])
-    assert len(result["crossovers"]) == 2 * 2, "each autoregressive sampler against each diffusion sampler"
+            assert row["peak_mib"] is None or row["peak_mib"] >= 0
+    assert all(n[f"{family}_flops"] > 0 for n in result["networks"] for family in ("pixelcnn", "pixelsnail", "ddpm"))
+    assert len(result["crossovers"]) == 4 * 2, "each autoregressive sampler against each diffusion sampler"
     assert [(r["family"], r["size"]) for r in result["training"]] == [("pixelcnn", 8), ("ddpm", 8)]
     assert all(r["torch_s"] is None for r in result["training"]), "--no-torch"
     assert (tmp_path / "timing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -44,8 +46,9 @@ def test_bench_rejects_a_bad_cap(capsys, tmp_path):
 def test_flops_grow_with_the_pixels_and_pixelcnn_and_unet_have_matched_sizes():
     small, large = (timing.flops_per_image(timing.pixelcnn(1, "cpu"), "pixelcnn", 1, s, "cpu") for s in (8, 16))
     assert large == 4 * small, "a fully convolutional network: work proportional to H*W"
-    ratio = timing.pixelcnn(1, "cpu").num_parameters() / timing.ddpm(1, 8, "cpu").num_parameters()
-    assert 0.8 < ratio < 1.25, f"matched model sizes, got a parameter ratio of {ratio:.2f}"
+    for model in (timing.pixelcnn(1, "cpu"), timing.pixelsnail(1, "cpu")):
+        ratio = model.num_parameters() / timing.ddpm(1, 8, "cpu").num_parameters()
+        assert 0.8 < ratio < 1.25, f"matched model sizes, got a parameter ratio of {ratio:.2f}"
 
 
 def test_pixelcnn_on_step_follows_raster_and_colour_order_and_can_stop_the_loop():
