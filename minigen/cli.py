@@ -3,9 +3,10 @@
     minigen demo                                    # a Gated PixelCNN and a DDPM on the digits (minutes)
     minigen train pixelcnn --data digits --steps 2000 --checkpoint run.npz --samples run.png
     minigen train pixelcnn --data digits --steps 4000 --checkpoint run.npz --resume
+    minigen train pixelsnail --data digits --steps 1000 --checkpoint snail.npz
     minigen sample --checkpoint run.npz --n 64 --out grid.png
     minigen classify                                # the conv-net digit classifier
-    minigen bench --quick                           # sampling/training time, PixelCNN vs DDPM/DDIM
+    minigen bench --quick                           # sampling/training time, PixelCNN/PixelSNAIL vs DDPM/DDIM
     minigen book export --execute notebooks/        # the book's chapters as .ipynb files
     minigen grade --task 3.2 --json results.json    # score the exercises (Gradescope report)
 
