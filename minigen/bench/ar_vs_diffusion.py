@@ -430,8 +430,9 @@ def _bench(args) -> int:
 
 def add_command(commands) -> None:
     """The ``bench`` sub-command of the ``minigen`` CLI."""
-    bench = commands.add_parser("bench", help="time sampling (and its memory) and training: PixelCNN, PixelSNAIL, DDPM/DDIM (tables, plot)",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = commands.add_parser(
+        "bench", help="time sampling (and its memory) and training: PixelCNN, PixelSNAIL, DDPM/DDIM (tables, plot)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--quick", action="store_true",
                        help="smoke run: 8x8 and 16x16, one channel, short caps")
     bench.add_argument("--device", choices=["cpu", "cuda", "all"],
