@@ -75,6 +75,7 @@ from ..engine import backend
 from ..engine import functional as F
 from ..engine import nn
 from ..engine.autograd import Tensor
+from ..engine.creation import zeros
 from ..engine.ops import cat
 from .config import check_integers, check_odd, configure
 from .pixelcnn import AutoregressiveImageModel, MaskedConv2d, SamplingCache, causal_mask, channel_groups
@@ -148,10 +149,38 @@ def background(n: int, height: int, width: int, xp) -> Tensor:
     return Tensor(xp.ascontiguousarray(xp.broadcast_to(grid, (n,) + grid.shape)))
 
 
-def earlier_pixels(height: int, width: int, xp):
-    """The (HW, HW) attention mask: True where the key's pixel comes strictly before the
-    query's in raster order. The diagonal is False: a key reads its own whole pixel."""
+def earlier_pixels(height: int, width: int, xp=np):
+    """The (HW, HW) causal attention mask of an H x W image: entry (p, q) is True
+    when the query at raster index p = i * W + j may attend to the key at q, that
+    is when pixel q comes strictly before pixel p (sec. 2 of the paper).
+
+    The diagonal is False: the key at q reads all of pixel q, its own colours
+    included, so attending to it would hand a pixel its own value. ``xp`` is the
+    array module (NumPy or CuPy) that builds the mask.
+    """
+    ### BEGIN SOLUTION
     return xp.tril(xp.ones((height * width, height * width), dtype=bool), k=-1)
+    ### END SOLUTION
+
+
+def attend_to_cache(q, keys, values):
+    """One attention step of the cached sampler: the query of the current pixel
+    against the keys and values of the P pixels drawn before it,
+    softmax(q k^T / sqrt(dk)) v (Vaswani et al. 2017, eq. 1), per image and head.
+
+    ``q`` (N, heads, dk) Tensor; ``keys`` (N, heads, P, dk) and ``values``
+    (N, heads, P, dv) Tensors (the cache: every key is strictly earlier, so no
+    mask is needed). Returns (N, heads, dv). With P = 0 (the first pixel: nothing
+    to attend to) the result is zeros, as the whole-image attention gives a
+    query whose keys are all masked.
+    """
+    ### BEGIN SOLUTION
+    n, heads, dv = values.shape[0], values.shape[1], values.shape[3]
+    if keys.shape[2] == 0:
+        return zeros((n, heads, dv), dtype=values.dtype, device=values.device)
+    out = F.scaled_dot_product_attention(q.reshape(n, heads, 1, q.shape[2]), keys, values)
+    return out.reshape(n, heads, dv)
+    ### END SOLUTION
 
 
 def as_sequence(x):
@@ -324,13 +353,14 @@ class CausalAttention(nn.Module):
                     self.value(raw).data.reshape(n, self.heads, self.value_channels))
 
     def _attend(self, q, kept: KeyValueCache):
-        """The attention output at one place, (N, heads * dv): zero before any key exists,
-        as the whole-image attention gives a query with every key masked."""
+        """The attention output at one place, (N, heads * dv), from the query (N, heads * dk)."""
         n, xp = q.shape[0], backend.get_array_module(q.data)
-        if kept.positions == 0:
-            return Tensor(xp.zeros((n, self.heads * self.value_channels), dtype=np.float32))
-        q = q.reshape(n, self.heads, 1, self.key_channels)
-        out = F.scaled_dot_product_attention(q, Tensor(kept.keys), Tensor(kept.values))
+        if kept.positions == 0:  # no cache yet: an empty one of the right shapes
+            keys = Tensor(xp.zeros((n, self.heads, 0, self.key_channels), dtype=np.float32))
+            values = Tensor(xp.zeros((n, self.heads, 0, self.value_channels), dtype=np.float32))
+        else:
+            keys, values = Tensor(kept.keys), Tensor(kept.values)
+        out = attend_to_cache(q.reshape(n, self.heads, self.key_channels), keys, values)
         return out.reshape(n, self.heads * self.value_channels)
 
 

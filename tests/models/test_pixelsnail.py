@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import minigen as mg
+from minigen import functional as F
 from minigen import optim
 from minigen.cli import main
 from minigen.data import batches, load_digits
 from minigen.metrics import independent_pixel_nll
 from minigen.models.config import config_dict
 from minigen.models.pixelcnn import PixelCNN, SamplingCache
-from minigen.models.pixelsnail import PixelSNAIL, PixelSNAILConfig, earlier_pixels
+from minigen.models.pixelsnail import PixelSNAIL, PixelSNAILConfig, attend_to_cache, earlier_pixels
 from minigen.train import load_model, read_checkpoint
 
 
@@ -273,3 +274,28 @@ def test_train_sample_and_resume_through_the_cli(tmp_path, capsys):
     assert read_checkpoint(checkpoint)["step"] == 4
     assert main(TINY_TRAIN + ["--heads", "1", "--checkpoint", str(checkpoint), "--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+
+
+def test_one_cached_attention_step_equals_the_whole_sequence_attention_at_that_place():
+    rng = np.random.default_rng(0)
+    n, heads, length, dk, dv = 2, 3, 6, 4, 5
+    q, k = (rng.standard_normal((n, heads, length, dk)).astype(np.float32) * 3 for _ in range(2))
+    v = rng.standard_normal((n, heads, length, dv)).astype(np.float32)
+    whole = F.scaled_dot_product_attention(mg.tensor(q), mg.tensor(k), mg.tensor(v),
+                                           mask=earlier_pixels(2, 3)).data
+    for p in range(1, length):
+        step = attend_to_cache(mg.tensor(q[:, :, p]), mg.tensor(k[:, :, :p]), mg.tensor(v[:, :, :p]))
+        assert step.shape == (n, heads, dv)
+        np.testing.assert_allclose(step.data, whole[:, :, p], rtol=1e-5, atol=1e-6)
+    first = attend_to_cache(mg.tensor(q[:, :, 0]), mg.tensor(k[:, :, :0]), mg.tensor(v[:, :, :0]))
+    assert first.shape == (n, heads, dv) and not first.data.any()
+
+
+def test_a_cached_attention_step_is_stable_for_large_scores_and_differentiable():
+    q = mg.tensor(np.full((1, 1, 2), 100.0, dtype=np.float32), requires_grad=True)
+    keys = mg.tensor(np.array([[[[100.0, 100.0], [-100.0, -100.0]]]], dtype=np.float32))
+    values = mg.tensor(np.array([[[[1.0], [2.0]]]], dtype=np.float32))
+    out = attend_to_cache(q, keys, values)
+    np.testing.assert_allclose(out.data, [[[1.0]]])  # all weight on the first key, no overflow
+    out.sum().backward()
+    assert np.isfinite(q.grad).all()
