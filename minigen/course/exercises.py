@@ -76,9 +76,10 @@ CHAPTERS = {
     5: ("ch5_schedules", "Noise schedules"),
     6: ("ch6_ddpm", "DDPM"),
     7: ("ch7_timing", "Timing"),
+    10: ("ch10_attention", "Attention: PixelSNAIL"),
 }
 
-_PIX, _DIFFUSION = "minigen.models.pixelcnn", "minigen.models.diffusion"
+_PIX, _DIFFUSION, _SNAIL = "minigen.models.pixelcnn", "minigen.models.diffusion", "minigen.models.pixelsnail"
 TASKS = (
     Task("1.1", "minigen.course.chain_rule", "chain_rule_log_prob", "chain-rule log-likelihood", 2,
          "loop over the pixels; p = table[i][prefix_index(images, i)]; add log p or log(1 - p)."),
@@ -128,6 +129,11 @@ TASKS = (
          "compute sigma from eta first; it also shrinks the eps term."),
     Task("7.1", "minigen.bench.timing", "measure", "timing with warm-up and synchronisation", 3,
          "untimed warm-up calls, then sync; time each repeat up to and including sync(device)."),
+    Task("10.1", _SNAIL, "earlier_pixels", "the causal attention mask", 2,
+         "entry (p, q) is q < p: a lower-triangular matrix without its diagonal (xp.tril, k=-1)."),
+    Task("10.2", _SNAIL, "attend_to_cache", "one key/value-cached attention step", 3,
+         "no keys: zeros of (N, heads, dv); else give q a length-1 query axis and use "
+         "F.scaled_dot_product_attention (or softmax(q k^T / sqrt(dk)) v with Tensor ops)."),
 )
 
 

@@ -8,13 +8,17 @@ library itself (``--target reference``). A task earns its points when every
 check of the task passes.
 
 :func:`grade` runs pytest in a child process with the plugin
-:mod:`minigen.course.grading_plugin`, which logs every test's start and result to a
-file as it goes; this module reads the log, so a student's function that
-raises, hangs (a per-test alarm, and a time limit on the whole process) or
-prints (pytest captures it) costs only its own task. If the child dies
-(``os._exit``, a crash in C), the test it was running fails and the rest
-run again in a fresh child. The result is a table and a report in
-Gradescope's ``results.json`` format, written atomically.
+:mod:`minigen.course.grading_plugin`, which writes every test's start and result
+to a pipe as it goes; this module reads it. Neither process imports a
+student's file: the plugin runs each chapter file in a sandbox process of its
+own (:mod:`minigen.course.sandbox`) that takes arguments and gives back data,
+so a student's function that raises, hangs (a per-test alarm, and a time
+limit on the whole process), prints or exits costs only its own task, and
+cannot reach the verdicts (the threat model is in exercises/README.md). If the
+pytest child dies anyway, the test it was running fails and the rest run again
+in a fresh child. The result is a table and a report in Gradescope's
+``results.json`` format, written atomically by this process once every child
+has been reaped, then read back to check it.
 
 This module does not import pytest (a test-only dependency), so the
 ``minigen`` command works without it; grading itself needs it.
@@ -23,9 +27,10 @@ This module does not import pytest (a test-only dependency), so the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,27 +115,52 @@ class GradeResult:
         return "\n".join(lines + self.problems)
 
 
-def _read_log(path: Path) -> list:
-    if not path.exists():
-        return []
+def process_time_limit(timeout: float) -> int:
+    """Seconds that one grading process (pytest, or one chapter's sandbox) may run in all."""
+    return int(timeout * 50 + 120)
+
+
+def _parse_log(data: bytes) -> list:
     events = []
-    for line in path.read_text().splitlines():
+    for line in data.decode(errors="replace").splitlines():
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:  # a line cut short when the child died
-            pass
+            continue
+        if isinstance(event, dict) and isinstance(event.get("nodeid"), str):
+            events.append(event)
     return events
 
 
 def _run_child(command, limit: float):
-    """Run one pytest child; returns (exit code or None if it ran past ``limit``, its output)."""
+    """Run one pytest child with a log pipe (``--grade-log-fd``); returns (exit code, or None if it
+    ran past ``limit``; its output; its log events). The child is reaped before this returns."""
+    log_read, log_write = os.pipe()
+    chunks: list = []
+    reader = threading.Thread(target=_drain, args=(log_read, chunks), daemon=True)
+    reader.start()
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit,
-                              text=True, errors="replace")
-        return done.returncode, done.stdout
-    except subprocess.TimeoutExpired as expired:
-        output = expired.output.decode(errors="replace") if isinstance(expired.output, bytes) else expired.output
-        return None, output or ""
+        process = subprocess.Popen(command + ["--grade-log-fd", str(log_write)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, pass_fds=(log_write,), text=True, errors="replace")
+    finally:
+        os.close(log_write)
+    try:
+        output, _ = process.communicate(timeout=limit)
+        code = process.returncode
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        code = None
+    reader.join(timeout=10)
+    return code, output or "", _parse_log(b"".join(chunks))
+
+
+def _drain(fd: int, chunks: list) -> None:
+    try:
+        while data := os.read(fd, 1 << 16):
+            chunks.append(data)
+    finally:
+        os.close(fd)
 
 
 def grade(target: str = "exercises", tasks=None, timeout: float = DEFAULT_TIMEOUT,
@@ -147,27 +177,23 @@ def grade(target: str = "exercises", tasks=None, timeout: float = DEFAULT_TIMEOU
     if target != "reference":
         target = str(Path(target).resolve())
     result = GradeResult(chosen)
-    with tempfile.TemporaryDirectory(prefix="minigen-grade-") as scratch:
-        log = Path(scratch) / "events.jsonl"
-        base = [sys.executable, "-m", "pytest", str(tests_dir), "-p", "minigen.course.grading_plugin", "-q",
-                "-p", "no:cacheprovider", "--grade-target", target, "--grade-timeout", str(timeout),
-                "--grade-log", str(log), "-m", " or ".join(task.marker for task in chosen)]
-        excluded: list = []
-        while True:  # each pass ends, or fails the check that stopped it and runs the rest again
-            code, output = _run_child(base + [f"--deselect={nodeid}" for nodeid in excluded],
-                                      limit=timeout * 50 + 120)
-            events = _read_log(log)
-            _collect(events, result)
-            if code in (0, 1) or not any(t.message == NOT_RUN for t in result.tests.values()):
-                break
-            stuck = _last_started(events, result)
-            if stuck is None:  # it stopped before any check ran: the graded tests themselves are broken
-                result.problems.append(f"grading stopped (pytest exit code {code}):\n{output[-2000:]}")
-                break
-            stuck.message = "ran past the time limit of the whole grading process" if code is None else \
-                f"the grading process died (exit code {code}) during this check"
-            excluded.append(stuck.nodeid)
-            log.unlink(missing_ok=True)
+    base = [sys.executable, "-m", "pytest", str(tests_dir), "-p", "minigen.course.grading_plugin", "-q",
+            "-p", "no:cacheprovider", "--grade-target", target, "--grade-timeout", str(timeout),
+            "-m", " or ".join(task.marker for task in chosen)]
+    excluded: list = []
+    while True:  # each pass ends, or fails the check that stopped it and runs the rest again
+        code, output, events = _run_child(base + [f"--deselect={nodeid}" for nodeid in excluded],
+                                          limit=process_time_limit(timeout))
+        _collect(events, result)
+        if code in (0, 1) or not any(t.message == NOT_RUN for t in result.tests.values()):
+            break
+        stuck = _last_started(events, result)
+        if stuck is None:  # it stopped before any check ran: the graded tests themselves are broken
+            result.problems.append(f"grading stopped (pytest exit code {code}):\n{output[-2000:]}")
+            break
+        stuck.message = "ran past the time limit of the whole grading process" if code is None else \
+            f"the grading process died (exit code {code}) during this check"
+        excluded.append(stuck.nodeid)
     if not result.tests:
         result.problems.append("no graded check ran")
     return result
@@ -176,18 +202,18 @@ def grade(target: str = "exercises", tasks=None, timeout: float = DEFAULT_TIMEOU
 def _collect(events: list, result: GradeResult) -> None:
     """Fold one child's log into ``result``; results already known are kept."""
     for event in events:
-        if event["event"] == "collected" and event["nodeid"] not in result.tests:
-            result.tests[event["nodeid"]] = CheckResult(event["nodeid"], event["task"])
+        if event.get("event") == "collected" and event["nodeid"] not in result.tests:
+            result.tests[event["nodeid"]] = CheckResult(event["nodeid"], str(event.get("task")))
     for event in events:
         test = result.tests.get(event["nodeid"])
-        if event["event"] != "result" or test is None:
+        if event.get("event") != "result" or test is None:
             continue
-        if event["passed"] and test.message == NOT_RUN:
+        if event.get("passed") is True and test.message == NOT_RUN:
             test.passed, test.message = True, ""
-        elif not event["passed"]:
+        elif event.get("passed") is not True:
             test.passed = False
             if test.message in (NOT_RUN, ""):
-                test.message = event["message"]
+                test.message = str(event.get("message", "failed"))
 
 
 def _last_started(events: list, result: GradeResult):
@@ -198,8 +224,15 @@ def _last_started(events: list, result: GradeResult):
 
 
 def write_report(result: GradeResult, path) -> None:
-    text = json.dumps(result.gradescope(), indent=2) + "\n"
-    write_text_atomically(path, text)
+    """Write the Gradescope report atomically, then read it back: it must say what was written."""
+    report = result.gradescope()
+    write_text_atomically(path, json.dumps(report, indent=2) + "\n")
+    try:
+        written = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"the report {path} could not be read back: {error}") from None
+    if written != report:
+        raise RuntimeError(f"the report {path} changed after it was written; do not trust it")
 
 
 # ----------------------------------------------------------------------------

@@ -2,25 +2,29 @@
 
 ``minigen grade`` (:mod:`minigen.course.grading`) loads it in a child pytest process.
 It adds the options ``--grade-target`` (what to grade), ``--grade-timeout``
-(seconds per check) and ``--grade-log`` (a file of JSON lines: the tests
-collected with their tasks, each start, each result), the ``graded``
+(seconds per check) and ``--grade-log-fd`` (a pipe to write JSON lines to: the
+tests collected with their tasks, each start, each result), the ``graded``
 fixture, the task markers (``task3_2``, registered from ``TASKS``: the task
 list has one home, so pyproject.toml does not repeat them), a check that
 every graded test has exactly one known task marker, and a per-test time
 limit (a POSIX alarm).
+
+This process decides the verdicts, so it never imports a student's file: the
+``graded`` fixture's functions run each chapter file in a sandbox process
+(:mod:`minigen.course.sandbox`) and take back only data.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import signal
-from pathlib import Path
 
 import pytest
 
 from .exercises import CHAPTERS, TASKS, reference_function
-from .grading import DEFAULT_TIMEOUT
+from .grading import DEFAULT_TIMEOUT, process_time_limit
+from .sandbox import Sandbox
 
 _MARKERS = {task.marker: task for task in TASKS}
 
@@ -33,22 +37,36 @@ class GradingTimeout(BaseException):
     """A graded test ran past its time limit (a BaseException: ``except Exception`` cannot swallow it)."""
 
 
-def _failing(message: str):
-    def unavailable(*args, **kwargs):
-        raise RuntimeError(message)
-    return unavailable
+class GradedFunction:
+    """A task function of a chapter file: calling it runs it in the chapter's sandbox, with the
+    reference of the chapter's other tasks in its module (cosine_betas calls betas_from_alpha_bar,
+    the sampling loop sample_levels), so one mistake costs only its own task's points."""
+
+    def __init__(self, sandbox: Sandbox, task):
+        self.sandbox, self.task = sandbox, task
+
+    def __call__(self, *args, **kwargs):
+        helpers = {other.function: reference_function(other) for other in TASKS
+                   if other.chapter == self.task.chapter and other is not self.task}
+        return self.sandbox.call(self.task, args, kwargs, helpers)
+
+    def __repr__(self) -> str:
+        return f"<{self.task.function} of {self.sandbox.path}, run in a sandbox>"
 
 
 class Implementation:
     """The task functions of one implementation, as attributes (``graded.linear_betas``).
 
-    A folder's chapter file is imported on first use, inside a test, so a file
-    that fails to import (or hangs, or prints) costs only its own chapter's tasks.
+    The reference's are minigen's own. A folder's are :class:`GradedFunction`: its chapter
+    file is loaded on the first call, inside a check, in a sandbox process of its own, so a
+    file that fails to import (or hangs, prints or exits) costs only its own chapter's tasks.
     """
 
-    def __init__(self, target: str):
-        self.target = target
-        self._functions: dict = {}
+    def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT):
+        self.target, self.timeout = target, timeout
+        self._sandboxes: dict = {}
+        for task in TASKS:  # the classes a sandbox may send back (Timing, Schedule) are found among loaded modules
+            reference_function(task)
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -56,29 +74,17 @@ class Implementation:
         task = next((t for t in TASKS if t.function == name), None)
         if task is None:
             raise AttributeError(f"{name} is not a graded task function")
-        if name not in self._functions:
-            self._load(task.chapter)
-        return self._functions[name]
-
-    def _load(self, chapter: int) -> None:
-        tasks = [task for task in TASKS if task.chapter == chapter]
         if self.target == "reference":
-            self._functions.update({task.function: reference_function(task) for task in tasks})
-            return
-        path = Path(self.target) / f"{CHAPTERS[chapter][0]}.py"
-        # Mark the chapter as loading first: a file whose import times out is not imported again.
-        self._functions.update({task.function: _failing(f"{path} did not finish importing") for task in tasks})
-        try:
-            spec = importlib.util.spec_from_file_location(f"graded_{CHAPTERS[chapter][0]}", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        except BaseException as error:  # the student's file: any failure costs its tasks only
-            message = f"{path} could not be imported: {type(error).__name__}: {error}"
-            self._functions.update({task.function: _failing(message) for task in tasks})
-            raise RuntimeError(message) from error
-        for task in tasks:
-            self._functions[task.function] = getattr(
-                module, task.function, _failing(f"{path} has no function {task.function} (task {task.id})"))
+            return reference_function(task)
+        if task.chapter not in self._sandboxes:
+            path = os.path.join(self.target, f"{CHAPTERS[task.chapter][0]}.py")
+            self._sandboxes[task.chapter] = Sandbox(path, process_time_limit(self.timeout))
+        return GradedFunction(self._sandboxes[task.chapter], task)
+
+    def close(self) -> None:
+        """Stop every sandbox (and reap it)."""
+        for sandbox in self._sandboxes.values():
+            sandbox.stop()
 
 
 # ----------------------------------------------------------------------------
@@ -100,20 +106,25 @@ def pytest_addoption(parser):
     group = parser.getgroup("minigen grading")
     group.addoption("--grade-target", help="what to grade: 'reference' or a folder of chapter files")
     group.addoption("--grade-timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per graded test")
-    group.addoption("--grade-log", help="file to append one JSON line to per collected test, start and result")
+    group.addoption("--grade-log-fd", type=int,
+                    help="an open pipe to write one JSON line to per collected test, start and result")
 
 
 @pytest.fixture(scope="session")
 def graded(request):
     """The task functions being graded (see :class:`Implementation`)."""
-    return Implementation(request.config.getoption("grade_target"))
+    implementation = Implementation(request.config.getoption("grade_target"),
+                                    request.config.getoption("grade_timeout"))
+    yield implementation
+    implementation.close()
 
 
 def _log(config, **event) -> None:
-    path = config.getoption("grade_log", None)
-    if path:
-        with open(path, "a") as file:
-            file.write(json.dumps(event) + "\n")
+    fd = config.getoption("grade_log_fd", None)
+    if fd is not None:
+        data = (json.dumps(event) + "\n").encode()
+        while data:
+            data = data[os.write(fd, data):]
 
 
 def task_of(item) -> str:

@@ -71,23 +71,3 @@ def unchanged():
     """``with unchanged(x, t): graded.f(x, t)`` fails if the call changed x or t (arrays, Tensors,
     or the arrays of an object such as a Schedule) in place: callers in minigen reuse them."""
     return _inputs_unchanged
-
-
-@pytest.fixture(autouse=True)
-def other_tasks_from_the_reference(request, monkeypatch):
-    """A check grades one task: inside the student's chapter file, calls to another task's
-    function (cosine_betas calls betas_from_alpha_bar, the sampling loop sample_levels) go
-    to the reference, so one mistake costs only its own task's points."""
-    if "graded" not in request.fixturenames or not request.config.getoption("grade_target", None):
-        return
-    from minigen.course.exercises import TASKS, reference_function, task_by_id
-    from minigen.course.grading_plugin import task_of
-    task = task_by_id(task_of(request.node))
-    try:
-        function = getattr(request.getfixturevalue("graded"), task.function)
-    except Exception:
-        return  # a chapter file that does not import: the check itself reports it
-    module_globals = getattr(function, "__globals__", {})
-    for other in TASKS:
-        if other.chapter == task.chapter and other is not task and other.function in module_globals:
-            monkeypatch.setitem(module_globals, other.function, reference_function(other))
