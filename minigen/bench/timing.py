@@ -186,14 +186,14 @@ def peak_extra_memory_mib(fn) -> float | None:
     :func:`minigen.engine.backend.keep_freed_memory`): pages kept from earlier
     work would otherwise be reused and not counted.
     """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
     kept = backend.keeps_freed_memory()
-    backend.keep_freed_memory(False)
+    backend.keep_freed_memory(False)  # hands back kept pages now: before the peak is reset
     try:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            return None
         before = _status_kib("VmRSS")
         fn()
         return (_status_kib("VmHWM") - before) / 1024
