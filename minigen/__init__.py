@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 LAYERS = (
     ("engine",),
-    ("files",),
+    ("files", "errors", "progress"),
     ("checkpoint", "data", "viz"),
     ("models",),
     ("metrics", "train"),

@@ -32,6 +32,7 @@ import zipfile
 import numpy as np
 
 from .engine import backend
+from .errors import MissingFileError, UserError
 from .files import write_atomically
 from .engine.autograd import Tensor
 
@@ -40,7 +41,7 @@ VERSION = 1
 META_KEY = "__minigen_checkpoint__"  # the archive entry holding the JSON metadata
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file is not a readable minigen checkpoint (damaged, truncated or foreign)."""
 
 
@@ -126,12 +127,12 @@ _DAMAGE = (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError, str
 def load(path) -> dict:
     """Read a checkpoint written by :func:`save`: the same tree, with NumPy arrays.
 
-    Raises FileNotFoundError if ``path`` does not exist and CheckpointError
+    Raises MissingFileError (a FileNotFoundError) if ``path`` does not exist and CheckpointError
     if it is not an intact minigen checkpoint.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
+        raise MissingFileError(f"load: no checkpoint file at {path!r}")
     try:
         return _read(path)
     except _DAMAGE as exc:

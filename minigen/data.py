@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .engine import backend
+from .errors import UserError
 from .files import write_atomically
 from .engine.autograd import Tensor
+from .progress import tqdm
 
 DIGITS_LEVELS = 17
+MAX_LEVELS = 256  # images are stored as uint8 levels, and PNG grey is 8-bit: 256 levels at most
 SPLIT_SEED = 0  # the fixed train/test split of the digits
 TEST_FRACTION = 0.2
 
@@ -55,7 +57,10 @@ class ImageSet:
 def quantize(images: np.ndarray, levels_in: int, levels_out: int) -> np.ndarray:
     """Map integer levels 0..levels_in-1 evenly onto 0..levels_out-1 (rounding)."""
     if levels_out < 2:
-        raise ValueError(f"quantize: levels_out must be at least 2, got {levels_out}")
+        raise UserError(f"quantize: levels_out must be at least 2, got {levels_out}")
+    if levels_out > MAX_LEVELS:
+        raise UserError(f"quantize: levels_out must be at most {MAX_LEVELS} (images are stored as 8-bit "
+                        f"levels), got {levels_out}")
     scaled = np.floor(images.astype(np.float64) * (levels_out - 1) / (levels_in - 1) + 0.5)
     return scaled.astype(np.uint8)
 
@@ -104,7 +109,7 @@ def load_digits(split: str = "train", levels: int = DIGITS_LEVELS) -> ImageSet:
 # --------------------------------------------------------------------------
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A data file is missing, cannot be downloaded, or is not the expected file."""
 
 

@@ -3,7 +3,8 @@
 Checkpoints, downloaded data, figures, exported notebooks, grading reports
 and benchmark results all go through :func:`write_atomically`: an interrupted
 run (Ctrl-C, a full disk, a crash) leaves the old file or none, never a
-truncated one that fails later in a confusing way.
+truncated one that fails later in a confusing way. :func:`check_writable`
+says before a long run whether its outputs can be written at all.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+
+from .errors import UserError
 
 
 def write_atomically(path: str, write) -> None:
@@ -49,3 +52,24 @@ def fsync_directory(directory: str) -> None:
 def write_text_atomically(path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` with :func:`write_atomically`."""
     write_atomically(os.fspath(path), lambda file: file.write(text.encode("utf-8")))
+
+
+def check_writable(path, what: str = "output") -> None:
+    """Raise a UserError unless a file could be written at ``path``; nothing is created.
+
+    Called before a long run, so that an output that cannot be written is
+    found in a second, not after the work: ``path`` must not be a folder, the
+    nearest folder above it that exists must really be a folder (not a file),
+    and that folder must be writable (missing folders below it are made when
+    writing). ``what`` names the file in the message ("--checkpoint").
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"cannot write {what} {path}: it is a folder; give a file name")
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UserError(f"cannot write {what} {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {path}: the folder {folder} is not writable; choose another path")

@@ -15,7 +15,9 @@ Everything else is shared::
     result = train(replace(config, steps=4000), resume=True)   # 2000 more steps
     model = load_model("run.npz")                # the EMA weights, ready to sample
 
-Resuming is exact: a run of 2N steps and a run of N steps resumed for N more
+Ctrl-C saves the run at the last finished step and raises
+:class:`TrainingInterrupted` (a KeyboardInterrupt) saying where, so nothing
+trained is lost. Resuming is exact: a run of 2N steps and a run of N steps resumed for N more
 take the same steps with the same losses. That holds because nothing in a
 run depends on anything but its config and the state in the checkpoint: the
 weights, Adam's moments, the EMA, the random generator's state, and the step
@@ -26,21 +28,26 @@ number, from which the data order follows (epoch e is shuffled with seed
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .engine import backend, optim
 from .checkpoint import CheckpointError, load, save
-from .data import ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
+from .data import MAX_LEVELS, ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
+from .errors import MissingFileError, UserError
+from .files import check_writable
 from .models.ddpm import DDPM
 from .metrics import bits_per_dim
 from .models.config import config_dict, configure, setting_names
 from .models.pixelcnn import GatedPixelCNN, PixelCNN
 from .models.pixelsnail import PixelSNAIL
+from .progress import tqdm
 
 # ----------------------------------------------------------------------------
 # What differs between families and data sets
@@ -91,7 +98,7 @@ def load_data(name: str, split: str, levels: int) -> ImageSet:
         return ImageSet(quantize(data.images, data.levels, levels), data.labels, levels)
     if name == "binarized-mnist":
         return load_binarized_mnist(split)
-    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    raise UserError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 # ----------------------------------------------------------------------------
@@ -127,20 +134,22 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+            raise UserError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
         if self.data not in DATASETS:
-            raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
+            raise UserError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
         if self.data == "binarized-mnist" and self.levels != 2:
-            raise ValueError(f"binarized-mnist has 2 levels, but levels={self.levels}; "
-                             "use levels=2, or data 'mnist' for more grey levels")
+            raise UserError(f"binarized-mnist has 2 levels, but levels={self.levels}; "
+                            "use levels=2, or data 'mnist' for more grey levels")
         if self.data == "binarized-mnist" and self.conditional:
-            raise ValueError("binarized-mnist has no labels, so it cannot train a class-conditional "
-                             "model; drop the conditional flag, or use data 'mnist'")
+            raise UserError("binarized-mnist has no labels, so it cannot train a class-conditional "
+                            "model; drop the conditional flag, or use data 'mnist'")
         for name, low in (("levels", 2), ("steps", 0), ("batch_size", 1), ("checkpoint_every", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        if self.levels > MAX_LEVELS:
+            raise UserError(f"levels must be at most {MAX_LEVELS} (images are 8-bit grey), got {self.levels}")
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip!r}")
+            raise UserError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip!r}")
 
 
 RUN_SETTINGS = ("steps", "checkpoint", "checkpoint_every", "device", "verbose")
@@ -160,8 +169,8 @@ def build_model(config: TrainConfig, data: ImageSet):
     allowed = [name for name in names if name not in from_data]
     unknown = sorted(set(config.model) - set(allowed))
     if unknown:
-        raise ValueError(f"{config.family} has no setting {', '.join(map(repr, unknown))}; "
-                         f"its settings are {', '.join(allowed)}")
+        raise UserError(f"{config.family} has no setting {', '.join(map(repr, unknown))}; "
+                        f"its settings are {', '.join(allowed)}")
     settings = {name: value for name, value in from_data.items() if name in names} | config.model
     return model_class(configure(model_class.Config, **settings))
 
@@ -229,17 +238,17 @@ def _check_resumable(path: str, saved: dict, wanted: dict, what: str) -> None:
     """Refuse to resume when ``what`` (settings as dicts) differ between checkpoint and now."""
     differences = _differences(saved, wanted)
     if differences:
-        raise ValueError(f"cannot resume from {path!r}: the {what} differ ({'; '.join(differences)}); resume "
-                         "with the checkpoint's settings, or start a new run with another checkpoint path")
+        raise UserError(f"cannot resume from {path!r}: the {what} differ ({'; '.join(differences)}); resume "
+                        "with the checkpoint's settings, or start a new run with another checkpoint path")
 
 
 def _read_for_resume(config: TrainConfig) -> dict:
     """The checkpoint to resume from, after checking that it continues this config."""
     if config.checkpoint is None:
-        raise ValueError("resume needs a checkpoint path; set checkpoint (--checkpoint PATH)")
+        raise UserError("resume needs a checkpoint path; set checkpoint (--checkpoint PATH)")
     if not os.path.isfile(config.checkpoint):
-        raise FileNotFoundError(f"cannot resume: no checkpoint at {config.checkpoint!r}; "
-                                "check the path, or start a new run without resume")
+        raise MissingFileError(f"cannot resume: no checkpoint at {config.checkpoint!r}; "
+                               "check the path, or start a new run without resume")
     state = read_checkpoint(config.checkpoint)
     _check_resumable(config.checkpoint, _defining(state["config"]), _defining(asdict(config)),
                      "training settings")
@@ -264,8 +273,8 @@ def _batch_stream(data: ImageSet, config: TrainConfig, step: int):
     """
     per_epoch = len(data) // config.batch_size
     if per_epoch == 0:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
-                         f"({len(data)} images); use a smaller batch size")
+        raise UserError(f"batch_size {config.batch_size} is larger than the training set "
+                        f"({len(data)} images); use a smaller batch size")
     epoch, skip = divmod(step, per_epoch)
     while True:
         epoch_batches = batches((data.images, data.labels), config.batch_size, seed=config.seed + epoch,
@@ -282,43 +291,95 @@ def _ema_decay(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the run's state at ``step`` (of ``total``) is saved in ``checkpoint``.
+
+    ``checkpoint`` is None when nothing could be saved (no checkpoint path, or
+    not one step finished). ``finished`` is True when every step was done and
+    the interrupt came during the test-set evaluation.
+    """
+
+    def __init__(self, step: int, total: int, checkpoint: str | None, finished: bool = False):
+        super().__init__(step, total, checkpoint, finished)
+        self.step, self.total, self.checkpoint, self.finished = step, total, checkpoint, finished
+
+
+@contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C until the block ends, then raise it: the weights, Adam's moments and
+    the EMA change together, so a checkpoint never holds a half-taken step.
+
+    Only the main thread receives signals, so elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int) -> list[float]:
-    """Train from step ``start`` to ``config.steps``; returns the loss of each step taken."""
+    """Train from step ``start`` to ``config.steps``; returns the loss of each step taken.
+
+    On Ctrl-C the run is saved at the last finished step (if any step has
+    finished since the last save) and :class:`TrainingInterrupted` is raised.
+    """
     dims = int(np.prod(data.images.shape[1:]))
     loss_is_nll = FAMILIES[config.family].loss_is_nll
     stream = _batch_stream(data, config, start)
     losses = []
+    done, saved = start, start or None  # steps finished; the step this run's checkpoint holds, if any
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                desc=f"training {config.family}", disable=not config.verbose)
     model.train()
-    for step in bar:
-        x, labels = next(stream)
-        loss = model.loss(x, labels if config.conditional else None)
-        optimizer.zero_grad()
-        loss.backward()
-        if config.grad_clip is not None:
-            optim.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        ema.decay = _ema_decay(step, config.ema_decay)
-        ema.update()
-        losses.append(loss.item())
-        shown = {"bpd": f"{bits_per_dim(losses[-1], dims):.3f}"} if loss_is_nll else {}
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", **shown)
-        done = step + 1
-        if config.checkpoint and (done % config.checkpoint_every == 0 or done == config.steps):
+    try:
+        for step in bar:
+            x, labels = next(stream)
+            loss = model.loss(x, labels if config.conditional else None)
+            optimizer.zero_grad()
+            loss.backward()
+            with _interrupts_deferred():
+                if config.grad_clip is not None:
+                    optim.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                ema.decay = _ema_decay(step, config.ema_decay)
+                ema.update()
+                losses.append(loss.item())
+                done = step + 1
+            shown = {"bpd": f"{bits_per_dim(losses[-1], dims):.3f}"} if loss_is_nll else {}
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", **shown)
+            if config.checkpoint and (done % config.checkpoint_every == 0 or done == config.steps):
+                _save_checkpoint(config, model, optimizer, ema, done, data.images.shape[1:])
+                saved = done
+    except KeyboardInterrupt:
+        bar.close()
+        if config.checkpoint and done > (saved or 0):
             _save_checkpoint(config, model, optimizer, ema, done, data.images.shape[1:])
+            saved = done
+        raise TrainingInterrupted(done, config.steps, config.checkpoint if saved else None) from None
     bar.close()
     return losses
 
 
 def evaluate_nll(model, data: ImageSet, family: str, conditional: bool = False,
-                 batch_size: int = 256, device: str = "cpu") -> float:
-    """The mean test NLL of ``model`` on ``data`` in nats per image (no gradients)."""
+                 batch_size: int = 256, device: str = "cpu", progress: bool = False) -> float:
+    """The mean test NLL of ``model`` on ``data`` in nats per image (no gradients).
+
+    ``progress`` shows a bar over the images: a DDPM's bound takes a minute or two.
+    """
     score = FAMILIES[family].test_nll
+    what = "test NLL" if FAMILIES[family].loss_is_nll else "test NLL bound"
     total = 0.0
-    with model.evaluating():
+    with model.evaluating(), tqdm(total=len(data), desc=what, unit="image", disable=not progress) as bar:
         for x, labels in batches((data.images, data.labels), batch_size, shuffle=False, device=device):
             total += score(model, x, labels if conditional else None).sum().item()
+            bar.update(len(x))
     return total / len(data)
 
 
@@ -338,9 +399,13 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     Returns a dict: ``model`` (holding the EMA weights, in eval mode),
     ``losses`` (of the steps taken now), ``step`` (steps done in all),
     ``test_nll`` (nats per image, with the EMA weights), ``test_bits_per_dim``,
-    ``image_shape`` (C, H, W) and ``seconds`` (training time).
+    ``image_shape`` (C, H, W) and ``seconds`` (training time). A checkpoint
+    path that cannot be written is refused before any work. Ctrl-C raises
+    :class:`TrainingInterrupted` after saving the run (see :func:`_fit`).
     """
     backend.check_device(config.device)
+    if config.checkpoint:
+        check_writable(config.checkpoint, "the checkpoint")
     saved = _read_for_resume(config) if resume else None
     train_set = load_data(config.data, "train", config.levels)
     test_set = load_data(config.data, "test", config.levels)
@@ -354,11 +419,15 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     began = time.perf_counter()
     losses = _fit(model, optimizer, ema, train_set, config, start)
     seconds = time.perf_counter() - began
+    step = max(start, config.steps)
     ema.copy_to()
     model.eval()
-    nll = evaluate_nll(model, test_set, config.family, config.conditional, device=config.device)
+    try:
+        nll = evaluate_nll(model, test_set, config.family, config.conditional, device=config.device,
+                           progress=config.verbose)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(step, config.steps, config.checkpoint, finished=True) from None
     bpd = bits_per_dim(nll, int(np.prod(test_set.images.shape[1:])))
-    step = max(start, config.steps)
     if config.verbose:
         what = "NLL" if FAMILIES[config.family].loss_is_nll else "NLL bound"
         print(f"test {what} {nll:.2f} nats/image = {bpd:.4f} bits/dim ({config.family} on {config.data}, "

@@ -2,6 +2,7 @@
 
     grid = image_grid(samples, levels=2, nrow=8)      # (H', W', 1) floats in [0, 1]
     save_grid(samples, 2, "samples.png")               # the same grid, enlarged, as a PNG
+    save_grid(samples, 2, "samples.jpg")               # or a JPEG: the extension decides
 
 Images are NCHW with 1 (grey) or 3 (RGB) channels: integer levels
 0..levels-1, or floats in [0, 1] (then ``levels`` is None).
@@ -17,10 +18,12 @@ import numpy as np
 
 from .engine import backend
 from .engine.autograd import Tensor
+from .errors import UserError
 from .files import write_atomically
 
 BORDER = 0.5  # the grey between the images of a grid
 MIN_SIZE = 32  # save_grid enlarges images smaller than this (pixels) to be visible
+GRID_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}  # file extension -> image format
 
 
 def _as_unit_floats(images, levels: int | None) -> np.ndarray:
@@ -64,9 +67,20 @@ def image_grid(images, levels: int | None = None, nrow: int | None = None, scale
     return grid
 
 
+def grid_format(path) -> str:
+    """The image format that ``path``'s extension asks for; a UserError for any other extension,
+    so a file named o.jpg never silently holds a PNG."""
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in GRID_FORMATS:
+        raise UserError(f"cannot write an image grid to {os.fspath(path)}: {extension or 'no extension'} is not "
+                        f"a format minigen writes; end the name with {', '.join(GRID_FORMATS)}")
+    return GRID_FORMATS[extension]
+
+
 def save_grid(images, levels: int | None, path, nrow: int | None = None,
               scale: int | None = None) -> np.ndarray:
-    """Write :func:`image_grid` of ``images`` to the PNG file ``path``, atomically; returns the grid.
+    """Write :func:`image_grid` of ``images`` to ``path`` (PNG or JPEG, by its extension: see
+    :func:`grid_format`), atomically; returns the grid.
 
     ``scale`` defaults to the smallest whole factor that makes each image at
     least MIN_SIZE pixels tall (8x8 digits become 32x32). Missing folders of
@@ -74,10 +88,11 @@ def save_grid(images, levels: int | None, path, nrow: int | None = None,
     """
     if scale is None:
         scale = max(1, math.ceil(MIN_SIZE / max(np.shape(images)[2:])))
+    image_format = grid_format(path)
     grid = image_grid(images, levels, nrow, scale)
     pixels = grid[:, :, 0] if grid.shape[2] == 1 else grid
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, lambda file: matplotlib.image.imsave(file, pixels, cmap="gray", vmin=0, vmax=1,
-                                                                   format="png"))
+                                                                   format=image_format))
     return grid

@@ -1,6 +1,7 @@
 """The training loop: exact resume, complete checkpoints, safe writes, clear refusals; and the image grids."""
 
 import os
+import signal
 from dataclasses import replace
 
 import matplotlib.image
@@ -10,7 +11,7 @@ import pytest
 import minigen as mg
 from minigen.data import load_digits
 from minigen.models.config import config_dict
-from minigen.train import (FAMILIES, TrainConfig, build_model, load_data, load_model,
+from minigen.train import (FAMILIES, TrainConfig, TrainingInterrupted, build_model, load_data, load_model,
                            read_checkpoint, train)
 from minigen.viz import image_grid, save_grid
 
@@ -75,6 +76,36 @@ def test_a_checkpoint_write_that_fails_midway_keeps_the_previous_one(tmp_path, m
     assert os.listdir(tmp_path) == ["run.npz"]  # no temporary file left behind
     monkeypatch.undo()
     assert read_checkpoint(config.checkpoint)["step"] == 3
+
+
+def test_ctrl_c_mid_update_saves_the_finished_step_and_resume_is_exact(tmp_path, monkeypatch):
+    """A SIGINT that arrives inside Adam's update is held until the step is whole, so the
+    checkpoint at that step resumes to the losses of an uninterrupted run."""
+    config = tiny_config(tmp_path, checkpoint_every=100)
+    whole = train(replace(config, checkpoint=str(tmp_path / "whole.npz")))
+    real_step, calls = mg.optim.Adam.step, []
+
+    def step_with_ctrl_c(self):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while the weights are being updated
+        real_step(self)
+
+    monkeypatch.setattr(mg.optim.Adam, "step", step_with_ctrl_c)
+    with pytest.raises(TrainingInterrupted) as interrupt:
+        train(config)
+    assert (interrupt.value.step, interrupt.value.total, interrupt.value.checkpoint) == (2, 6, config.checkpoint)
+    assert read_checkpoint(config.checkpoint)["step"] == 2
+    monkeypatch.undo()
+    rest = train(config, resume=True)
+    assert rest["losses"] == whole["losses"][2:] and rest["test_nll"] == whole["test_nll"]
+
+
+def test_levels_beyond_eight_bits_are_refused():
+    with pytest.raises(ValueError, match="levels must be at most 256"):
+        TrainConfig(levels=300)
+    with pytest.raises(ValueError, match="levels_out must be at most 256"):
+        load_data("digits", "test", 300)
 
 
 @pytest.mark.parametrize("change, named", [

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..engine import backend, optim
 from ..engine import functional as F
@@ -36,12 +35,14 @@ from ..engine.autograd import Tensor
 from .report import cell, markdown_table
 from .timing import (adam_step, count_flops, crossover, facts_line, machine_facts, measure,
                      prefix_peak_memory_mib, run_worker, serve_worker, time_sequential)
-from ..files import write_atomically, write_text_atomically
+from ..errors import UserError
+from ..files import check_writable, write_atomically, write_text_atomically
 from ..engine.creation import tensor
 from ..models.ddpm import DDPM
 from ..models.diffusion import Schedule, q_sample
 from ..models.pixelcnn import PixelCNN
 from ..models.pixelsnail import PixelSNAIL
+from ..progress import tqdm
 
 PIXELCNN = dict(levels=16, hidden=84, blocks=5)
 """The autoregressive network: 16 grey levels, about as many parameters as the U-Net."""
@@ -415,7 +416,8 @@ def _devices(choice: str | None) -> list:
 def _bench(args) -> int:
     plan = PLANS["quick" if args.quick else "full"]
     if args.cap is not None and args.cap <= 0:
-        raise ValueError(f"--cap must be a positive number of seconds, got {args.cap}")
+        raise UserError(f"--cap must be a positive number of seconds, got {args.cap}")
+    check_writable(Path(args.out) / "timing.json", "the results")  # before minutes of timing
     if args.cap is not None:
         plan = Plan(**{**asdict(plan), "cap": args.cap})
     devices = _devices(args.device)

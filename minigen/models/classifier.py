@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..engine import backend
 from ..engine import functional as F
 from ..engine import nn, optim
 from ..data import ImageSet, batches
+from ..progress import tqdm
 
 
 class DigitClassifier(nn.Module):

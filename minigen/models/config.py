@@ -16,11 +16,13 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import UserError
+
 
 def configure(config_class: type, config=None, **settings):
     """``config`` (default: ``config_class()``) with ``settings`` replaced, checked by name.
 
-    An unknown name is a one-line ValueError that lists the settings there are,
+    An unknown name is a one-line UserError (a ValueError) that lists the settings there are,
     instead of dataclasses' TypeError about an unexpected keyword argument.
     """
     if config is None:
@@ -30,8 +32,8 @@ def configure(config_class: type, config=None, **settings):
     names = [field.name for field in dataclasses.fields(config_class)]
     unknown = sorted(set(settings) - set(names))
     if unknown:
-        raise ValueError(f"{config_class.__name__} has no setting {', '.join(map(repr, unknown))}; "
-                         f"its settings are {', '.join(names)}")
+        raise UserError(f"{config_class.__name__} has no setting {', '.join(map(repr, unknown))}; "
+                        f"its settings are {', '.join(names)}")
     return dataclasses.replace(config, **settings)
 
 
@@ -47,15 +49,15 @@ def setting_names(config_class: type) -> list[str]:
 
 
 def check_integers(config, **minimums) -> None:
-    """A ValueError naming the first setting of ``config`` that is not an integer >= its minimum."""
+    """A UserError naming the first setting of ``config`` that is not an integer >= its minimum."""
     for name, minimum in minimums.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{type(config).__name__}: {name} must be an integer >= {minimum}, got {value!r}")
+            raise UserError(f"{type(config).__name__}: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_odd(config, *names) -> None:
     """Kernels need a centre tap, or output (i, j) would not line up with input (i, j)."""
     for name in names:
         if getattr(config, name) % 2 == 0:
-            raise ValueError(f"{type(config).__name__}: {name} must be odd, got {getattr(config, name)}")
+            raise UserError(f"{type(config).__name__}: {name} must be odd, got {getattr(config, name)}")

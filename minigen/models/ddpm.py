@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..engine import backend
 from ..engine import functional as F
@@ -28,6 +27,8 @@ from ..engine import nn
 from ..engine.autograd import Tensor
 from ..engine.creation import full, randint, randn, tensor
 from ..engine.ops import cat, where
+from ..errors import UserError
+from ..progress import tqdm
 from .config import configure
 from .diffusion import (VARIANCES, Schedule, ancestral_step, at_step, bound_steps, ddim_step, ddim_timesteps,
                         discretized_gaussian_log_likelihood, eps_from_x0, gaussian_kl, posterior_mean, prior_kl,
@@ -61,16 +62,20 @@ class DDPMConfig:
     def __post_init__(self):
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))  # checkpoints store a list
         if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+            raise UserError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.variance not in VARIANCES:
-            raise ValueError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
+            raise UserError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
         if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+            raise UserError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
         factor = 2 ** (len(self.channel_mults) - 1)  # the U-Net halves the size once per extra level
         if self.image_size % factor:
-            raise ValueError(f"DDPMConfig: image_size ({self.image_size}) must be divisible by "
-                             f"2**(len(channel_mults) - 1) = {factor} for channel_mults={self.channel_mults}; "
-                             f"change image_size or use fewer channel_mults")
+            raise UserError(f"DDPMConfig: image_size ({self.image_size}) must be divisible by "
+                            f"2**(len(channel_mults) - 1) = {factor} for channel_mults={self.channel_mults}; "
+                            f"change image_size or use fewer channel_mults")
+        try:
+            Schedule.make(self.schedule, self.T)  # checks T against the schedule (linear needs T >= 21)
+        except ValueError as error:
+            raise UserError(f"DDPMConfig: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,11 @@ class SamplerOptions:
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+            raise UserError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
                                        or self.steps < 1):
-            raise ValueError(f"SamplerOptions: steps must be None (DDIM_STEPS = {DDIM_STEPS}) or an integer >= 1, "
-                             f"got {self.steps!r}")
+            raise UserError(f"SamplerOptions: steps must be None (DDIM_STEPS = {DDIM_STEPS}) or an integer >= 1, "
+                            f"got {self.steps!r}")
         check_number(self.eta, "SamplerOptions", "eta", 0.0, 1.0)
         check_number(self.guidance, "SamplerOptions", "guidance")
 

@@ -6,7 +6,7 @@ message about broadcasting or a zero-size array, or, worse, give a finite and
 meaningless number: a PixelCNN would score images of non-integer "levels", and
 a DDPM would train on data scaled to [0, 1] as if it were levels. So each
 public method (``log_prob``, ``loss``, ``nll_bound``, ``sample``, ...) first
-calls these functions, which raise a one-line error naming the argument, what
+calls these functions, which raise a one-line UserError (a ValueError) naming the argument, what
 was expected and what was received.
 
 What passes: a Tensor, a NumPy or CuPy array, or anything ``np.asarray``
@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from ..engine import backend
+from ..errors import UserError
 from ..engine.autograd import Tensor
 
 
@@ -63,12 +64,12 @@ def _check_whole(data, where: str, name: str, what: str) -> None:
     if not bool(finite.all()):
         index, value = _first(~finite, data)
         count = int((~finite).sum())
-        raise ValueError(f"{where}: {name} must hold finite {what}, got {count} NaN or infinite "
-                         f"value(s), the first {value} at index {index}")
+        raise UserError(f"{where}: {name} must hold finite {what}, got {count} NaN or infinite "
+                        f"value(s), the first {value} at index {index}")
     fractional = xp.rint(data) != data
     if bool(fractional.any()):
         index, value = _first(fractional, data)
-        raise ValueError(f"{where}: {name} must hold whole numbers ({what}), got {value} at index {index}")
+        raise UserError(f"{where}: {name} must hold whole numbers ({what}), got {value} at index {index}")
 
 
 def check_images(x, where: str, *, channels: int, levels: int, image_size: int | None = None, name: str = "x"):
@@ -83,23 +84,23 @@ def check_images(x, where: str, *, channels: int, levels: int, image_size: int |
     height, width = ("H", "W") if image_size is None else (image_size, image_size)
     if (data.ndim != 4 or data.shape[1] != channels
             or (image_size is not None and tuple(data.shape[2:]) != (image_size, image_size))):
-        raise ValueError(f"{where}: {name} must have shape (N, {channels}, {height}, {width}), "
-                         f"got {tuple(data.shape)}")
+        raise UserError(f"{where}: {name} must have shape (N, {channels}, {height}, {width}), "
+                        f"got {tuple(data.shape)}")
     if data.shape[0] == 0:
-        raise ValueError(f"{where}: {name} is an empty batch (shape {tuple(data.shape)}); pass at least one image")
+        raise UserError(f"{where}: {name} is an empty batch (shape {tuple(data.shape)}); pass at least one image")
     if data.size == 0:
-        raise ValueError(f"{where}: {name} has images with no pixels (shape {tuple(data.shape)})")
+        raise UserError(f"{where}: {name} has images with no pixels (shape {tuple(data.shape)})")
     try:
         _check_whole(data, where, name, what)
     except ValueError as error:
         if "whole numbers" in str(error) and 0 <= data.min().item() and data.max().item() <= 1:
-            raise ValueError(f"{error}; images scaled to [0, 1] become levels "
-                             f"with rint(x * {levels - 1})") from None
+            raise UserError(f"{error}; images scaled to [0, 1] become levels "
+                            f"with rint(x * {levels - 1})") from None
         raise
     low, high = data.min().item(), data.max().item()
     if low < 0 or high >= levels:
-        raise ValueError(f"{where}: {name} must hold integer levels in 0..{levels - 1}, "
-                         f"got values from {low} to {high}")
+        raise UserError(f"{where}: {name} must hold integer levels in 0..{levels - 1}, "
+                        f"got values from {low} to {high}")
     return data if data.dtype == np.int64 else data.astype(np.int64)
 
 
@@ -111,22 +112,22 @@ def check_labels(labels, n: int, num_classes: int, where: str, name: str = "labe
     what = f"class indices 0..{num_classes - 1}"
     data = _as_array(labels, where, name, what)
     if data.shape not in ((), (n,)):
-        raise ValueError(f"{where}: {name} must hold one class per image, shape ({n},), "
-                         f"got shape {tuple(data.shape)}")
+        raise UserError(f"{where}: {name} must hold one class per image, shape ({n},), "
+                        f"got shape {tuple(data.shape)}")
     _check_whole(data, where, name, what)
     xp = backend.get_array_module(data)
     data = xp.broadcast_to(data.astype(np.int64), (n,))
     if data.min().item() < 0 or data.max().item() >= num_classes:
         seen = sorted(set(data.tolist()))
         shown = ", ".join(map(str, seen[:10])) + (", ..." if len(seen) > 10 else "")
-        raise ValueError(f"{where}: {name} must be in 0..{num_classes - 1}, got [{shown}]")
+        raise UserError(f"{where}: {name} must be in 0..{num_classes - 1}, got [{shown}]")
     return data
 
 
 def check_count(n, where: str, name: str = "n") -> int:
     """A number of images: an integer >= 1."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{where}: {name} (the number of images) must be an integer >= 1, got {n!r}")
+        raise UserError(f"{where}: {name} (the number of images) must be an integer >= 1, got {n!r}")
     return int(n)
 
 
@@ -141,5 +142,5 @@ def check_number(value, where: str, name: str, low: float = -math.inf, high: flo
             wanted = f"a finite number {'>' if open_low else '>='} {low}"
         else:
             wanted = "a finite number"
-        raise ValueError(f"{where}: {name} must be {wanted}, got {value!r}")
+        raise UserError(f"{where}: {name} must be {wanted}, got {value!r}")
     return float(value)

@@ -34,13 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..engine import backend
 from ..engine import functional as F
 from ..engine import nn
 from ..engine.autograd import Tensor
 from ..engine.functional import as_pair
+from ..errors import UserError
+from ..progress import tqdm
 from .config import check_integers, check_odd, configure
 from .inputs import check_count, check_images, check_labels, check_number
 
@@ -403,8 +404,8 @@ class PixelCNNConfig:
             check_integers(self, num_classes=1)
         check_odd(self, "first_kernel", "kernel_size")
         if self.hidden % (2 * self.channels):
-            raise ValueError(f"PixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
-                             f"2 * channels ({2 * self.channels})")
+            raise UserError(f"PixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
+                            f"2 * channels ({2 * self.channels})")
 
 
 class ResidualBlock(nn.Module):
@@ -499,8 +500,8 @@ class GatedPixelCNNConfig:
             check_integers(self, num_classes=1)
         check_odd(self, "kernel_size")
         if self.hidden % self.channels:
-            raise ValueError(f"GatedPixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
-                             f"channels ({self.channels})")
+            raise UserError(f"GatedPixelCNNConfig: hidden ({self.hidden}) must be a multiple of "
+                            f"channels ({self.channels})")
 
 
 def _gate(a):

@@ -77,6 +77,7 @@ from ..engine import nn
 from ..engine.autograd import Tensor
 from ..engine.creation import zeros
 from ..engine.ops import cat
+from ..errors import UserError
 from .config import check_integers, check_odd, configure
 from .pixelcnn import AutoregressiveImageModel, MaskedConv2d, SamplingCache, causal_mask, channel_groups
 
@@ -113,8 +114,8 @@ class PixelSNAILConfig:
             check_integers(self, num_classes=1)
         check_odd(self, "kernel_size")
         if self.hidden % self.channels:
-            raise ValueError(f"PixelSNAILConfig: hidden ({self.hidden}) must be a multiple of "
-                             f"channels ({self.channels})")
+            raise UserError(f"PixelSNAILConfig: hidden ({self.hidden}) must be a multiple of "
+                            f"channels ({self.channels})")
 
 
 # ----------------------------------------------------------------------------
