@@ -299,3 +299,28 @@ def test_a_cached_attention_step_is_stable_for_large_scores_and_differentiable()
     np.testing.assert_allclose(out.data, [[[1.0]]])  # all weight on the first key, no overflow
     out.sum().backward()
     assert np.isfinite(q.grad).all()
+
+
+def test_the_background_holds_the_papers_linear_position_and_its_sines_and_cosines():
+    from minigen.models.pixelsnail import background, background_at, background_channels
+    grid = background(2, 3, 4, np, frequencies=2).data
+    assert grid.shape == (2, background_channels(2), 3, 4) == (2, 10, 3, 4) and grid.dtype == np.float32
+    rows, cols = np.indices((3, 4))
+    np.testing.assert_allclose(grid[0, 0], (rows - 1.5) / 3)
+    np.testing.assert_allclose(grid[0, 1], (cols - 2.0) / 4)
+    np.testing.assert_allclose(grid[1, 8], np.sin(np.pi * 2 * (cols + 0.5) / 4), atol=1e-6)  # m = 1, column sine
+    np.testing.assert_allclose(background_at(2, 3, 3, 4, np, 2), grid[0, :, 2, 3])  # one place = the grid there
+    assert background(1, 3, 4, np).shape == (1, 2, 3, 4), "no frequencies: the paper's two channels"
+
+
+def test_a_score_of_the_column_features_can_pick_out_the_queries_own_column():
+    """With the linear column alone a bilinear score is monotone in the key's column; with the
+    sines and cosines, sum_m cos(a_m(j) - a_m(j')) (a fixed bilinear form) peaks exactly at j' = j."""
+    from minigen.models.pixelsnail import background_at
+    width, frequencies = 16, 4
+    columns = background_at(np.zeros(width, dtype=int), np.arange(width), 16, width, np, frequencies)
+    sines_cosines = columns[2:].reshape(frequencies, 2, 2, width)[:, 1].reshape(2 * frequencies, width)  # columns
+    scores = sines_cosines.T @ sines_cosines  # (query column, key column)
+    assert (scores.argmax(axis=1) == np.arange(width)).all()
+    linear = columns[1]
+    assert all(np.argmax(w * linear * linear[j]) in (0, width - 1) for j in range(width) for w in (1, -1))
