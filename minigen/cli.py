@@ -436,15 +436,15 @@ def _classify(args) -> int:
 # Parsing
 
 
-def _positive(kind):
-    """An argparse type: ``kind`` (int or float) that must be > 0."""
+def _positive(kind, zero_allowed: bool = False):
+    """An argparse type: ``kind`` (int or float) that must be > 0 (>= 0 with ``zero_allowed``)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not (value >= 0 if zero_allowed else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_allowed else 'positive'}, got {text}")
         return value
     return parse
 
@@ -455,10 +455,12 @@ MODEL_OPTIONS = {
     "hidden": (_positive(int), None, "feature maps per layer"),
     "blocks": (_positive(int), None, "residual blocks (pixelsnail: residual layers + attention)"),
     "layers": (_positive(int), None, "gated layers"),
-    "residual_layers": (_positive(int), None, "gated residual layers per attention block"),
+    "residual_layers": (_positive(int, zero_allowed=True), None, "gated residual layers per attention block"),
     "heads": (_positive(int), None, "attention heads per colour"),
     "key_channels": (_positive(int), None, "query and key features per attention head"),
     "value_channels": (_positive(int), None, "value features per attention head"),
+    "position_frequencies": (_positive(int, zero_allowed=True), None,
+                             "sines and cosines of each position beside its row and column (0: the paper's)"),
     "T": (_positive(int), None, "diffusion steps"),
     "schedule": (str, sorted(SCHEDULES), "noise schedule"),
     "base_channels": (_positive(int), None, "U-Net width"),
