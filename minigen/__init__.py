@@ -11,9 +11,10 @@ The house, one room per line (the README draws it as a tree)::
 
     engine/      the autograd core: backend (NumPy or CuPy), Tensor and backward, ops,
                  creation, functional, nn, optim, gradcheck
-    files        atomic writes
+    files        atomic writes, writability checks;  errors: UserError;  progress: the bar a terminal or notebook needs
     checkpoint   mg.save / mg.load;  data: data sets and batches;  viz: image grids
-    models/      pixelcnn, pixelsnail, unet, diffusion (the process), ddpm (the module), classifier
+    models/      pixelcnn, pixelsnail, unet, diffusion (the process), ddpm (the module), classifier,
+                 autoencoder (VAE, VQ-VAE), latent (latent diffusion, token prior)
     metrics      bits/dim, the independent-pixel baseline, Frechet distance, class balance
     train        one training loop for every family, checkpoints, resume
     course/      exercise stubs, the grader and its pytest plugin, book tools

@@ -39,12 +39,13 @@ from .data import load_digits
 from .errors import MissingFileError, UserError
 from .files import check_writable
 from .models.classifier import accuracy, train_classifier
-from .models.config import setting_names
+from .models.config import config_dict, setting_names
 from .models.ddpm import DDIM_STEPS, DDPM, PREDICTIONS
 from .models.diffusion import SCHEDULES
+from .models.latent import LatentDiffusion, TokenPrior
 from .metrics import bits_per_dim, independent_pixel_nll
 from .train import (BOUND_TIMESTEPS, DATASETS, FAMILIES, TrainConfig, TrainingInterrupted, load_data,
-                    model_from_checkpoint, read_checkpoint, train)
+                    model_from_checkpoint, read_checkpoint, rebuilt_model, train)
 from .viz import MIN_SIZE, grid_format, save_grid
 
 # The demo's model: the family and settings that reached the best test NLL
@@ -68,10 +69,13 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 # None, so a setting given on the command line can be told from a default
 # (--resume takes the checkpoint's settings and refuses conflicting ones).
 TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-DEFINING_OPTIONS = ("family", "data", "levels", "conditional", "batch_size", "lr", "grad_clip", "ema_decay", "seed")
+DEFINING_OPTIONS = ("family", "data", "levels", "conditional", "batch_size", "lr", "grad_clip", "ema_decay", "seed",
+                    "autoencoder")
 RUN_OPTIONS = ("steps", "checkpoint_every", "device")  # these may change on --resume
 
 # The sampling options of `minigen sample`, by the families that use them.
+DIFFUSION_FAMILIES = ("ddpm", "latent-ddpm")
+AUTOENCODERS = ("vae", "vqvae")  # they reconstruct; a second stage trained on them samples
 AUTOREGRESSIVE_OPTIONS = ("temperature", "naive")
 DDPM_OPTIONS = ("sampler", "steps", "eta", "guidance")
 
@@ -146,13 +150,14 @@ def _sampling_options(model, image_shape, args=None) -> dict:
     PixelCNN: image size, temperature, cached or naive. DDPM: the sampler
     (ancestral "ddpm" over all T steps, or "ddim" over --steps), eta, guidance.
     """
-    if isinstance(model, DDPM):
+    if isinstance(model, (DDPM, LatentDiffusion)):
+        T = (model if isinstance(model, DDPM) else model.diffusion).schedule.T
         sampler = _arg(args, "sampler", "ddim")
-        steps = _arg(args, "steps", min(DDIM_STEPS, model.schedule.T)) if sampler == "ddim" else None
+        steps = _arg(args, "steps", min(DDIM_STEPS, T)) if sampler == "ddim" else None
         return {"sampler": sampler, "steps": steps,
                 "eta": _arg(args, "eta", 0.0), "guidance": _arg(args, "guidance", 1.0)}
-    return {"size": tuple(image_shape[1:]), "temperature": _arg(args, "temperature", 1.0),
-            "cached": not _arg(args, "naive", False)}
+    size = {} if isinstance(model, TokenPrior) else {"size": tuple(image_shape[1:])}  # a token grid's size is fixed
+    return size | {"temperature": _arg(args, "temperature", 1.0), "cached": not _arg(args, "naive", False)}
 
 
 def _describe(options: dict) -> str:
@@ -180,16 +185,31 @@ def _write_samples(model, image_shape, levels: int, path, n: int = 64, labels=No
 
 def _train_and_sample(config, samples, resume: bool = False) -> dict:
     """Train ``config`` (which names a checkpoint), then write 64 samples (cached sampler,
-    EMA weights) to ``samples``. Ctrl-C while sampling says the run is saved."""
+    EMA weights) to ``samples``, or an autoencoder's reconstructions of test images.
+    Ctrl-C while sampling says the run is saved."""
     result = train(config, resume=resume)
     try:
-        seconds = _write_samples(result["model"], result["image_shape"], config.levels, samples,
-                                 seed=config.seed, device=config.device)
+        if config.family in AUTOENCODERS:
+            _write_reconstructions(result["model"], config, samples)
+            what = f"samples: {samples} (rows of 8 test images, each followed by a row of their reconstructions)"
+        else:
+            seconds = _write_samples(result["model"], result["image_shape"], config.levels, samples,
+                                     seed=config.seed, device=config.device)
+            what = f"samples: {samples} (64 images drawn in {seconds:.2f} s)"
     except KeyboardInterrupt:
         raise TrainingInterrupted(result["step"], config.steps, config.checkpoint, finished=True) from None
     print(f"checkpoint: {config.checkpoint}")
-    print(f"samples: {samples} (64 images drawn in {seconds:.2f} s)")
+    print(what)
     return result
+
+
+def _write_reconstructions(model, config, path, rows: int = 4) -> None:
+    """A grid of ``rows`` rows of 8 test images, each followed by their reconstructions."""
+    images = load_data(config.data, "test", config.levels).images[:8 * rows]
+    rebuilt = backend.to_device(model.reconstruct(backend.to_device(images, config.device)), "cpu")
+    paired = np.stack([images.reshape(rows, 8, *images.shape[1:]), rebuilt.reshape(rows, 8, *images.shape[1:])],
+                      axis=1)
+    save_grid(paired.reshape(-1, *images.shape[1:]), config.levels, path, nrow=8)
 
 
 def _interrupted(interrupt: TrainingInterrupted) -> str:
@@ -300,9 +320,16 @@ def _fresh_config(args) -> TrainConfig:
     if args.p_uncond is not None and not args.conditional:
         raise UserError("--p-uncond is how often a conditional ddpm drops its label in training; "
                         "add --conditional, or drop --p-uncond")
-    settings = TRAIN_DEFAULTS | _given(args, DEFINING_OPTIONS + RUN_OPTIONS)
+    settings = TRAIN_DEFAULTS | _autoencoder_levels(args) | _given(args, DEFINING_OPTIONS + RUN_OPTIONS)
     settings |= {"model": _given(args, MODEL_OPTIONS), "checkpoint": args.checkpoint or _default_checkpoint(args)}
     return TrainConfig(**settings)
+
+
+def _autoencoder_levels(args) -> dict:
+    """A second stage's grey levels default to its autoencoder's: {"levels": L}, or {}."""
+    if args.autoencoder is None or args.levels is not None:
+        return {}
+    return {"levels": read_checkpoint(args.autoencoder)["config"]["levels"]}
 
 
 def _resumed_config(args) -> TrainConfig:
@@ -323,16 +350,27 @@ def _refuse_conflicts(path: str, state: dict, args) -> None:
     """A UserError naming both values when an option given with --resume differs from the checkpoint's."""
     family = state["config"]["family"]
     saved = {name: state["config"].get(name) for name in DEFINING_OPTIONS}
+    model_settings = _trained_settings(state)
     for name in _given(args, MODEL_OPTIONS):
-        if name not in state["model_config"]:
+        if name not in model_settings:
             raise UserError(f"cannot resume with {_option(name)}: {path} holds a {family} run, which has no "
                             f"{name} setting; drop {_option(name)}")
-        saved[name] = state["model_config"][name]
+        saved[name] = model_settings[name]
     for name, value in _given(args, DEFINING_OPTIONS + tuple(MODEL_OPTIONS)).items():
         if value != saved[name]:
             raise UserError(f"cannot resume with {_option(name)} {value}: {path} was trained with "
                             f"{_option(name)} {saved[name]}; drop {_option(name)} (--resume takes the settings "
                             "from the checkpoint), or start a new run with another --checkpoint")
+
+
+def _trained_settings(state: dict) -> dict:
+    """The settings the model options set in the run saved in ``state``: the model's own, or
+    a two-stage model's second stage's (its DDPM's, or its prior network's)."""
+    if FAMILIES[state["config"]["family"]].first_stage is None:
+        return state["model_config"]
+    model = rebuilt_model(state)
+    second_stage = model.diffusion if isinstance(model, LatentDiffusion) else model.prior
+    return config_dict(second_stage.config)
 
 
 def _sample(args) -> int:
@@ -356,16 +394,21 @@ def _check_sampling_options(args, state: dict) -> None:
     """Refuse options the checkpoint's family does not use, and DDPM options that contradict
     each other or the model: a silently ignored option reads as a setting that took effect."""
     family = state["config"]["family"]
-    if family == "ddpm":
+    if family in AUTOENCODERS:
+        second = "latent-ddpm" if family == "vae" else "token-prior"
+        raise UserError(f"{args.checkpoint} holds a {family}, which encodes and decodes images but does not "
+                        f"generate them; train a {second} on it (minigen train {second} --autoencoder "
+                        f"{args.checkpoint}) and sample from that")
+    if family in DIFFUSION_FAMILIES:
         unused, users, own = AUTOREGRESSIVE_OPTIONS, "the autoregressive families (pixelcnn, gated-pixelcnn, " \
-                                                     "pixelsnail)", DDPM_OPTIONS
+                                                     "pixelsnail, token-prior)", DDPM_OPTIONS
     else:
-        unused, users, own = DDPM_OPTIONS, "the ddpm family", AUTOREGRESSIVE_OPTIONS
+        unused, users, own = DDPM_OPTIONS, "the diffusion families (ddpm, latent-ddpm)", AUTOREGRESSIVE_OPTIONS
     for name in _given(args, unused):
         raise UserError(f"{_option(name)} is a sampling option of {users}, but {args.checkpoint} holds a "
                         f"{family} model; drop it (a {family} takes {', '.join(map(_option, own))})")
-    if family == "ddpm":
-        _check_ddpm_options(args, state["model_config"])
+    if family in DIFFUSION_FAMILIES:
+        _check_ddpm_options(args, _trained_settings(state))
 
 
 def _check_ddpm_options(args, model_config: dict) -> None:
@@ -388,7 +431,9 @@ def _sampling_bytes(image_shape, model_config: dict) -> int:
     """About how much memory sampling one image and drawing it in the grid takes
     (see SAMPLER_BYTES_PER_FEATURE_PIXEL)."""
     channels, height, width = image_shape
-    features = model_config.get("hidden") or model_config.get("base_channels") or 64
+    nested = model_config.get("diffusion_settings") or model_config.get("prior_settings") or {}
+    features = (model_config.get("hidden") or model_config.get("base_channels") or nested.get("hidden")
+                or nested.get("base_channels") or 64)
     scale = max(1, math.ceil(MIN_SIZE / max(height, width)))
     grid_pixels = channels * (height * scale + 1) * (width * scale + 1)
     return SAMPLER_BYTES_PER_FEATURE_PIXEL * features * height * width + GRID_BYTES_PER_PIXEL * grid_pixels
@@ -453,7 +498,7 @@ def _positive(kind, zero_allowed: bool = False):
 # config dataclass holds the defaults, which the help reads from it.
 MODEL_OPTIONS = {
     "hidden": (_positive(int), None, "feature maps per layer"),
-    "blocks": (_positive(int), None, "residual blocks (pixelsnail: residual layers + attention)"),
+    "blocks": (_positive(int, zero_allowed=True), None, "residual blocks (pixelsnail: residual layers + attention)"),
     "layers": (_positive(int), None, "gated layers"),
     "residual_layers": (_positive(int, zero_allowed=True), None, "gated residual layers per attention block"),
     "heads": (_positive(int), None, "attention heads per colour"),
@@ -461,6 +506,10 @@ MODEL_OPTIONS = {
     "value_channels": (_positive(int), None, "value features per attention head"),
     "position_frequencies": (_positive(int, zero_allowed=True), None,
                              "sines and cosines of each position beside its row and column (0: the paper's)"),
+    "latent_channels": (_positive(int), None, "channels of the latent grid (1/4 of the image's height and width)"),
+    "codebook_size": (_positive(int), None, "code vectors in the codebook"),
+    "embedding_dim": (_positive(int), None, "length of each code vector"),
+    "beta": (_positive(float, zero_allowed=True), None, "weight of the KL (vae) or commitment (vqvae) term"),
     "T": (_positive(int), None, "diffusion steps"),
     "schedule": (str, sorted(SCHEDULES), "noise schedule"),
     "base_channels": (_positive(int), None, "U-Net width"),
@@ -537,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ema-decay", type=float, help=f"decay of the weight average ({_train_default('ema_decay')})")
     _add_model_options(train)
     train.add_argument("--conditional", action="store_true", default=None, help="condition on the class labels")
+    train.add_argument("--autoencoder", help="latent-ddpm: a vae checkpoint; token-prior: a vqvae checkpoint "
+                                             "(its settings and weights are copied and frozen; --levels defaults "
+                                             "to its)")
     train.add_argument("--checkpoint", help="checkpoint file (default minigen-out/FAMILY-DATA.npz); an existing one "
                                             "is continued with --resume or replaced with --force, never silently")
     train.add_argument("--checkpoint-every", type=_positive(int),

@@ -5,8 +5,13 @@ A model family plugs in through two things only:
 * ``model.loss(x, labels)``: a scalar Tensor for a batch of integer images x
   (PixelCNN: the mean negative log-likelihood in nats per image; DDPM: the
   noise-prediction error L_simple);
-* a test NLL: nats per image for each image of a batch (exact for PixelCNN,
-  a bound for diffusion), registered in :data:`FAMILIES`.
+* a test score: nats per image for each image of a batch (exact NLL for
+  PixelCNN, a bound for diffusion, what an autoencoder or a latent model can
+  say), registered in :data:`FAMILIES` with its name.
+
+A two-stage family (latent diffusion, a token prior) also names the kind of
+autoencoder it trains on: ``autoencoder`` in the config is the path of a
+training checkpoint of one, whose weights the model copies and freezes.
 
 Everything else is shared::
 
@@ -38,6 +43,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .engine import backend, optim
+from .engine.creation import ones
 from .checkpoint import CheckpointError, load, save
 from .data import MAX_LEVELS, ImageSet, batches, load_binarized_mnist, load_digits, load_mnist, quantize
 from .errors import MissingFileError, UserError
@@ -45,6 +51,8 @@ from .files import check_writable
 from .models.ddpm import DDPM
 from .metrics import bits_per_dim
 from .models.config import config_dict, configure, setting_names
+from .models.autoencoder import VAE, VQVAE
+from .models.latent import LatentDiffusion, TokenPrior
 from .models.pixelcnn import GatedPixelCNN, PixelCNN
 from .models.pixelsnail import PixelSNAIL
 from .progress import tqdm
@@ -53,16 +61,27 @@ from .progress import tqdm
 # What differs between families and data sets
 
 
+def _pixels(model, image_shape) -> int:
+    return int(np.prod(image_shape))
+
+
 class Family(NamedTuple):
     """A model family: its class, how to score test images, and whether its
     training loss is itself a negative log-likelihood in nats per image.
 
-    ``test_nll(model, x, labels)`` returns nats per image, shape (N,).
+    ``test_nll(model, x, labels)`` returns nats per image, shape (N,), of the
+    kind ``metric`` names; ``dims(model, image_shape)`` is what bits per
+    dimension divide by, None where the score is no likelihood of the data.
+    ``first_stage`` is the autoencoder class a two-stage family trains on.
     """
 
     model_class: type
     test_nll: Callable
     loss_is_nll: bool
+    metric: str = "NLL"
+    dims: Callable | None = _pixels
+    unit: str = "nats/image"
+    first_stage: type | None = None
 
 
 def _autoregressive_nll(model, x, labels):
@@ -79,12 +98,46 @@ def _diffusion_nll(model, x, labels):
     return model.nll_bound(x, labels, timesteps=min(BOUND_TIMESTEPS, model.schedule.T - 1))
 
 
+def _negative_elbo(model, x, labels):
+    """A VAE's -ELBO with beta = 1, one posterior sample: reconstruction + KL, per image."""
+    reconstruction, kl = model.loss_terms(x)
+    return reconstruction + kl
+
+
+def _reconstruction(model, x, labels):
+    """A VQ-VAE's reconstruction cross-entropy per image, through its quantised code."""
+    return model.loss_terms(x)[0]
+
+
+def _latent_denoising_error(model, x, labels):
+    """A latent DDPM's L_simple on the batch (one random step per image), given to each of its images."""
+    return model.loss(x, labels) * ones(len(x), device=x.device)
+
+
+def _token_nll(model, x, labels):
+    """Exact -log p(tokens of x) under the prior, nats per image of code."""
+    return -model.log_prob_tokens(model.encode(x), labels)
+
+
+def _tokens(model, image_shape) -> int:
+    return model.latent_size ** 2
+
+
 FAMILIES = {
     "pixelcnn": Family(PixelCNN, _autoregressive_nll, loss_is_nll=True),
     "gated-pixelcnn": Family(GatedPixelCNN, _autoregressive_nll, loss_is_nll=True),
     "pixelsnail": Family(PixelSNAIL, _autoregressive_nll, loss_is_nll=True),
-    "ddpm": Family(DDPM, _diffusion_nll, loss_is_nll=False),
+    "ddpm": Family(DDPM, _diffusion_nll, loss_is_nll=False, metric="NLL bound"),
+    "vae": Family(VAE, _negative_elbo, loss_is_nll=False, dims=None,
+                  metric="negative ELBO (Bernoulli decoder on grey levels: not a normalised likelihood)"),
+    "vqvae": Family(VQVAE, _reconstruction, loss_is_nll=False, dims=None, metric="reconstruction cross-entropy"),
+    "latent-ddpm": Family(LatentDiffusion, _latent_denoising_error, loss_is_nll=False, dims=None,
+                          metric="latent L_simple (a denoising error, not a likelihood)", first_stage=VAE,
+                          unit="(mean squared error of the predicted noise)"),
+    "token-prior": Family(TokenPrior, _token_nll, loss_is_nll=True, dims=_tokens,
+                          metric="NLL of the VQ-VAE code (bits/dim: per token)", first_stage=VQVAE),
 }
+LATENT_SCALE_IMAGES = 10_000  # training images whose latents set a VAE's scale for latent diffusion
 
 DATASETS = ("digits", "mnist", "binarized-mnist")
 
@@ -112,7 +165,9 @@ class TrainConfig:
     ``model`` holds the model's own settings (constructor arguments such as
     ``hidden`` and ``blocks``); channels, levels and classes come from the data.
     ``grad_clip`` None means no clipping; ``checkpoint`` None means none is
-    written. The run settings listed in :data:`RUN_SETTINGS` may change when
+    written. ``autoencoder``: the training checkpoint of the first stage a
+    two-stage family needs (a VAE for latent-ddpm, a VQ-VAE for token-prior),
+    None for every other family. The run settings listed in :data:`RUN_SETTINGS` may change when
     resuming (train longer, elsewhere); every other field must stay the same.
     """
 
@@ -131,10 +186,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str = "cpu"
     verbose: bool = True
+    autoencoder: str | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise UserError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        self._check_stages()
         if self.data not in DATASETS:
             raise UserError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
         if self.data == "binarized-mnist" and self.levels != 2:
@@ -151,6 +208,20 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise UserError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip!r}")
 
+    def _check_stages(self) -> None:
+        """An autoencoder path exactly for the two-stage families; no classes for an autoencoder."""
+        first_stage = FAMILIES[self.family].first_stage
+        if first_stage is not None and self.autoencoder is None:
+            maker = "vae" if first_stage is VAE else "vqvae"
+            raise UserError(f"{self.family} trains on a {first_stage.__name__}'s code: give the checkpoint of one "
+                            f"(--autoencoder PATH, made by `minigen train {maker}`)")
+        if first_stage is None and self.autoencoder is not None:
+            raise UserError(f"{self.family} trains on pixels; an autoencoder is for latent-ddpm and token-prior: "
+                            "drop --autoencoder")
+        if self.family in ("vae", "vqvae") and self.conditional:
+            raise UserError(f"a {self.family} is unconditional (it encodes any image); drop --conditional, and "
+                            "condition the second stage (latent-ddpm, token-prior) instead")
+
 
 RUN_SETTINGS = ("steps", "checkpoint", "checkpoint_every", "device", "verbose")
 
@@ -160,19 +231,54 @@ def build_model(config: TrainConfig, data: ImageSet):
 
     The family's config dataclass says which settings exist; channels, levels,
     classes and image size come from the data, the rest from ``config.model``.
+    A two-stage family's ``config.model`` holds its second stage's settings
+    (the latent DDPM's, or the token prior's network's), and its autoencoder
+    comes from ``config.autoencoder`` (:func:`first_stage_of`).
     """
     model_class = FAMILIES[config.family].model_class
-    names = setting_names(model_class.Config)
     from_data = {"channels": data.images.shape[1], "levels": config.levels,
                  "num_classes": int(data.labels.max()) + 1 if config.conditional else None,
                  "image_size": data.images.shape[-1]}
-    allowed = [name for name in names if name not in from_data]
+    allowed = [name for name in setting_names(_settings_class(config)) if name not in from_data]
     unknown = sorted(set(config.model) - set(allowed))
     if unknown:
         raise UserError(f"{config.family} has no setting {', '.join(map(repr, unknown))}; "
                         f"its settings are {', '.join(allowed)}")
-    settings = {name: value for name, value in from_data.items() if name in names} | config.model
-    return model_class(configure(model_class.Config, **settings))
+    names = setting_names(model_class.Config)
+    settings = {name: value for name, value in from_data.items() if name in names}
+    if FAMILIES[config.family].first_stage is None:
+        return model_class(configure(model_class.Config, **(settings | config.model)))
+    nested = "diffusion_settings" if model_class is LatentDiffusion else "prior_settings"
+    settings[nested] = dict(config.model)
+    return model_class(configure(model_class.Config, **settings), autoencoder=first_stage_of(config, data))
+
+
+def _settings_class(config: TrainConfig) -> type:
+    """The config dataclass whose settings ``config.model`` may hold: the family's own, or
+    for a two-stage family its second stage's (the DDPM's, or the token prior's network's)."""
+    model_class = FAMILIES[config.family].model_class
+    if model_class is LatentDiffusion:
+        return DDPM.Config
+    if model_class is TokenPrior:
+        return PixelSNAIL.Config  # the prior's network: TokenPrior's default prior family
+    return model_class.Config
+
+
+def first_stage_of(config: TrainConfig, data: ImageSet):
+    """The trained autoencoder at ``config.autoencoder`` (EMA weights) for a two-stage family,
+    checked to be the kind it needs; a VAE's latent scale is fitted to ``data`` first
+    (Rombach et al. 2022, sec. 4.3.2: unit-variance latents for the diffusion)."""
+    kind = FAMILIES[config.family].first_stage
+    state = read_checkpoint(config.autoencoder)
+    found = FAMILIES[state["config"]["family"]].model_class
+    if found is not kind:
+        raise UserError(f"{config.family} trains on a {kind.__name__}, but {config.autoencoder} holds a "
+                        f"{state['config']['family']} model; give the checkpoint of a "
+                        f"{'vae' if kind is VAE else 'vqvae'} run")
+    autoencoder = model_from_checkpoint(state)
+    if kind is VAE:
+        autoencoder.fit_latent_scale(data.images[:LATENT_SCALE_IMAGES], seed=config.seed)
+    return autoencoder
 
 
 # ----------------------------------------------------------------------------
@@ -214,13 +320,19 @@ def model_from_checkpoint(state: dict, ema: bool = True, device: str = "cpu"):
     With ``ema`` (the default) it holds the exponential moving averages of the
     weights, which usually sample and score better than the last weights.
     """
-    model = FAMILIES[state["config"]["family"]].model_class(**state["model_config"])
+    model = rebuilt_model(state)
     model.load_state_dict(state["model"])
     if ema:
         averages = optim.EMA(model)
         averages.load_state_dict(state["ema"])
         averages.copy_to()
     return model.to(device).eval()
+
+
+def rebuilt_model(state: dict):
+    """A model of the architecture saved in ``state`` (freshly initialised; its settings
+    are the checkpoint's, a two-stage model's autoencoder included)."""
+    return FAMILIES[state["config"]["family"]].model_class(**state["model_config"])
 
 
 def load_model(path, ema: bool = True, device: str = "cpu"):
@@ -330,8 +442,8 @@ def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int)
     On Ctrl-C the run is saved at the last finished step (if any step has
     finished since the last save) and :class:`TrainingInterrupted` is raised.
     """
-    dims = int(np.prod(data.images.shape[1:]))
-    loss_is_nll = FAMILIES[config.family].loss_is_nll
+    family = FAMILIES[config.family]
+    dims = family.dims(model, data.images.shape[1:]) if family.loss_is_nll and family.dims else None
     stream = _batch_stream(data, config, start)
     losses = []
     done, saved = start, start or None  # steps finished; the step this run's checkpoint holds, if any
@@ -352,7 +464,7 @@ def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int)
                 ema.update()
                 losses.append(loss.item())
                 done = step + 1
-            shown = {"bpd": f"{bits_per_dim(losses[-1], dims):.3f}"} if loss_is_nll else {}
+            shown = {"bpd": f"{bits_per_dim(losses[-1], dims):.3f}"} if dims else {}
             bar.set_postfix(loss=f"{losses[-1]:.3f}", **shown)
             if config.checkpoint and (done % config.checkpoint_every == 0 or done == config.steps):
                 _save_checkpoint(config, model, optimizer, ema, done, data.images.shape[1:])
@@ -374,7 +486,7 @@ def evaluate_nll(model, data: ImageSet, family: str, conditional: bool = False,
     ``progress`` shows a bar over the images: a DDPM's bound takes a minute or two.
     """
     score = FAMILIES[family].test_nll
-    what = "test NLL" if FAMILIES[family].loss_is_nll else "test NLL bound"
+    what = "test " + FAMILIES[family].metric.split(" (")[0]
     total = 0.0
     with model.evaluating(), tqdm(total=len(data), desc=what, unit="image", disable=not progress) as bar:
         for x, labels in batches((data.images, data.labels), batch_size, shuffle=False, device=device):
@@ -410,7 +522,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     train_set = load_data(config.data, "train", config.levels)
     test_set = load_data(config.data, "test", config.levels)
     backend.manual_seed(config.seed)
-    model = build_model(config, train_set).to(config.device)
+    model = (build_model(config, train_set) if saved is None else rebuilt_model(saved)).to(config.device)
     optimizer = optim.Adam(model.parameters(), lr=config.lr)
     ema = optim.EMA(model, config.ema_decay)
     start = 0 if saved is None else _restore(saved, config, model, optimizer, ema)
@@ -427,10 +539,11 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
                            progress=config.verbose)
     except KeyboardInterrupt:
         raise TrainingInterrupted(step, config.steps, config.checkpoint, finished=True) from None
-    bpd = bits_per_dim(nll, int(np.prod(test_set.images.shape[1:])))
+    family = FAMILIES[config.family]
+    bpd = bits_per_dim(nll, family.dims(model, test_set.images.shape[1:])) if family.dims else None
     if config.verbose:
-        what = "NLL" if FAMILIES[config.family].loss_is_nll else "NLL bound"
-        print(f"test {what} {nll:.2f} nats/image = {bpd:.4f} bits/dim ({config.family} on {config.data}, "
+        per_dim = f" = {bpd:.4f} bits/dim" if bpd is not None else ""
+        print(f"test {family.metric} {nll:.2f} {family.unit}{per_dim} ({config.family} on {config.data}, "
               f"{len(test_set)} test images, EMA weights, step {step})")
     return {"model": model, "losses": losses, "step": step, "test_nll": nll, "test_bits_per_dim": bpd,
             "image_shape": tuple(test_set.images.shape[1:]), "seconds": seconds}

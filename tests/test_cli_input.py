@@ -178,10 +178,10 @@ def test_resume_refuses_another_family(checkpoints, capsys):
 
 
 @pytest.mark.parametrize("family, option, message", [
-    ("pixelcnn", ["--sampler", "ddim"], "--sampler is a sampling option of the ddpm family"),
-    ("pixelcnn", ["--steps", "5"], "--steps is a sampling option of the ddpm family"),
-    ("pixelcnn", ["--eta", "0.5"], "--eta is a sampling option of the ddpm family"),
-    ("pixelcnn", ["--guidance", "2"], "--guidance is a sampling option of the ddpm family"),
+    ("pixelcnn", ["--sampler", "ddim"], "--sampler is a sampling option of the diffusion families (ddpm, latent-ddpm)"),
+    ("pixelcnn", ["--steps", "5"], "--steps is a sampling option of the diffusion families (ddpm, latent-ddpm)"),
+    ("pixelcnn", ["--eta", "0.5"], "--eta is a sampling option of the diffusion families (ddpm, latent-ddpm)"),
+    ("pixelcnn", ["--guidance", "2"], "--guidance is a sampling option of the diffusion families (ddpm, latent-ddpm)"),
     ("ddpm", ["--temperature", "0.5"], "--temperature is a sampling option of the autoregressive families"),
     ("ddpm", ["--naive"], "--naive is a sampling option of the autoregressive families"),
     ("ddpm", ["--guidance", "2"], "was trained without --conditional; drop --guidance"),

@@ -65,6 +65,7 @@ from ..engine import functional as F
 from ..engine import nn
 from ..engine.autograd import Tensor
 from ..engine.creation import randn
+from ..errors import UserError
 from .config import check_integers, configure
 from .inputs import check_images, check_number
 from .unet import group_count
@@ -163,11 +164,11 @@ class ImageAutoencoder(nn.Module):
         """``x`` as an int64 array (N, C, H, W) with H and W divisible by 4, or a one-line error."""
         where = f"{type(self).__name__}.{where}"
         if labels is not None:
-            raise ValueError(f"{where}: autoencoders are unconditional; pass no labels")
+            raise UserError(f"{where}: autoencoders are unconditional; pass no labels")
         x = check_images(x, where, channels=self.channels, levels=self.levels)
         height, width = x.shape[2:]
         if height % DOWNSAMPLING or width % DOWNSAMPLING:
-            raise ValueError(f"{where}: x must have height and width divisible by {DOWNSAMPLING} "
+            raise UserError(f"{where}: x must have height and width divisible by {DOWNSAMPLING} "
                              f"(the encoder halves them twice), got {height}x{width}")
         return x
 
@@ -178,10 +179,10 @@ class ImageAutoencoder(nn.Module):
         if not (isinstance(data, np.ndarray) or backend.is_cupy_array(data)):
             data = np.asarray(data)
         if data.ndim != 4 or data.shape[1] != depth or data.shape[0] == 0 or data.dtype.kind not in "iuf":
-            raise ValueError(f"{where}: {name} must be a non-empty float array of shape (N, {depth}, h, w), "
+            raise UserError(f"{where}: {name} must be a non-empty float array of shape (N, {depth}, h, w), "
                              f"got shape {tuple(data.shape)} and dtype {data.dtype}")
         if not bool(backend.get_array_module(data).isfinite(data).all()):
-            raise ValueError(f"{where}: {name} must hold finite values, got NaN or infinity")
+            raise UserError(f"{where}: {name} must hold finite values, got NaN or infinity")
         return Tensor(data.astype(np.float32))
 
     def _inputs(self, x) -> Tensor:
@@ -313,7 +314,7 @@ class VAE(ImageAutoencoder):
                 count, total, squares = count + z.size, total + float(z.sum()), squares + float((z * z).sum())
         std = math.sqrt(max(squares / count - (total / count) ** 2, 0.0))
         if not std > 0:
-            raise ValueError("VAE.fit_latent_scale: the latents do not vary (std 0); no scale makes them unit")
+            raise UserError("VAE.fit_latent_scale: the latents do not vary (std 0); no scale makes them unit")
         xp = backend.get_array_module(self.latent_scale)
         self.latent_scale = xp.asarray(1.0 / std, dtype=np.float32)
         return float(self.latent_scale)
@@ -360,7 +361,7 @@ class VQVAEConfig:
         check_number(self.beta, "VQVAEConfig", "beta", low=0.0)
         check_number(self.decay, "VQVAEConfig", "decay", 0.0, 1.0)
         if self.decay == 1.0:
-            raise ValueError("VQVAEConfig: decay must be below 1, got 1.0 (the codebook would never move)")
+            raise UserError("VQVAEConfig: decay must be below 1, got 1.0 (the codebook would never move)")
         check_number(self.epsilon, "VQVAEConfig", "epsilon", low=0.0, open_low=True)
 
 
@@ -465,13 +466,14 @@ class VQVAE(ImageAutoencoder):
         tokens = nearest_codes(grid_to_vectors(z_e.data), self.codebook)
         return tokens.reshape(n, h, w), vectors_to_grid(self.codebook[tokens], n, h, w)
 
-    def loss(self, x, labels=None):
-        """-log p(x|z_q) + beta * ||z_e - sg(e)||^2, nats per image, batch mean (eq. 3 less its codebook term).
+    def loss_terms(self, x, labels=None):
+        """(-log p(x|z_q), ||z_e - sg(e)||^2) per image, each (N,): the reconstruction
+        through the straight-through estimator and the commitment term (eq. 3).
 
         In training mode each call also moves the codebook one EMA step
         (:meth:`update_codebook`) toward this batch's encoder outputs, after
-        the loss is computed with the codebook as it was: call it once per
-        training step. In eval mode the codebook is left alone.
+        the terms are computed with the codebook as it was: call it (or
+        :meth:`loss`) once per training step. In eval mode the codebook is left alone.
         """
         x = self._checked(x, "loss", labels)
         z_e = self.encoder(self._inputs(x))
@@ -481,6 +483,12 @@ class VQVAE(ImageAutoencoder):
         commitment = (error * error).reshape(len(x), -1).sum(axis=1)
         if self.training:
             self.update_codebook(z_e.data, tokens)
+        return reconstruction, commitment
+
+    def loss(self, x, labels=None):
+        """-log p(x|z_q) + beta * ||z_e - sg(e)||^2, nats per image, batch mean (eq. 3 less its
+        codebook term, which the EMA update replaces); see :meth:`loss_terms`."""
+        reconstruction, commitment = self.loss_terms(x, labels)
         return (reconstruction + self.beta * commitment).mean()
 
     def update_codebook(self, z_e, tokens) -> None:
@@ -526,11 +534,11 @@ class VQVAE(ImageAutoencoder):
         if not (isinstance(data, np.ndarray) or backend.is_cupy_array(data)):
             data = np.asarray(data)
         if data.ndim != 3 or data.shape[0] == 0 or data.dtype.kind not in "iu":
-            raise ValueError(f"{where}: tokens must be a non-empty integer array of shape (N, h, w), "
+            raise UserError(f"{where}: tokens must be a non-empty integer array of shape (N, h, w), "
                              f"got shape {tuple(data.shape)} and dtype {data.dtype}")
         backend.check_same_device([data, self.codebook], where)
         if data.min().item() < 0 or data.max().item() >= self.codebook_size:
-            raise ValueError(f"{where}: tokens must be codes in 0..{self.codebook_size - 1}, "
+            raise UserError(f"{where}: tokens must be codes in 0..{self.codebook_size - 1}, "
                              f"got values from {data.min().item()} to {data.max().item()}")
         return data.astype(np.int64)
 
