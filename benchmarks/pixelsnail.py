@@ -46,7 +46,7 @@ MODELS = {
 the results). The convolution stacks reach 5-7 rows up: less than the 11 or 15 rows between the
 first and the last row of the copy-row images."""
 
-PLANS = {"full": dict(copy_size=16, copy_seconds=90.0, digit_seconds=60.0, mnist_seconds=180.0, batch=32),
+PLANS = {"full": dict(copy_size=16, copy_seconds=150.0, digit_seconds=60.0, mnist_seconds=180.0, batch=32),
          "quick": dict(copy_size=12, copy_seconds=4.0, digit_seconds=3.0, mnist_seconds=None, batch=16)}
 
 
