@@ -27,10 +27,16 @@ def chain_rule_log_prob(images, table) -> np.ndarray:
 
 # Task 1.2: conditionals from the joint (2 points)
 def conditionals_from_joint(joint) -> list:
-    """The table of a joint distribution over D-pixel images (2**D probabilities).
+    """The chain rule's table of a joint distribution over D-pixel binary images.
 
-    p(x_{i+1} = 1 | prefix) = p(prefix, x_{i+1} = 1) / p(prefix), both marginals
-    of the joint. Where a prefix has probability 0 its conditional is
+    ``joint``: 2**D probabilities (summing to 1); ``joint[k]`` is the
+    probability of the image whose pixels x_1 .. x_D, read as a binary number
+    with x_1 the most significant bit, equal k (so ``all_images(D)[k]`` is that
+    image). Returns a list of D float64 arrays: ``table[i]`` has 2**i entries,
+    ``table[i][j]`` = p(x_{i+1} = 1 | x_1 .. x_i = the prefix j), j read in
+    binary the same way (``prefix_index``). Each is
+    p(prefix, x_{i+1} = 1) / p(prefix), both marginals of the joint (sums over
+    the later pixels). Where a prefix has probability 0 its conditional is
     arbitrary; return 0.5 there.
     """
     # Hint: reshape the joint to (2,) * D; sum out the later pixels; divide p(prefix, 1) by p(prefix).

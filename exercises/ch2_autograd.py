@@ -58,6 +58,12 @@ def backward_order(root: "Function") -> list:
     """Every function that ``root``'s gradient must pass through, each exactly once,
     consumers before producers: newest generation first (ties in discovery order).
 
+    What you may use: a Function ``fn`` has ``fn.inputs`` (a tuple of the
+    Tensors it was called on; empty or None once its graph is freed) and
+    ``fn.generation`` (an int); a Tensor ``x`` has ``x.requires_grad`` and
+    ``x.creator`` (the Function that made it, None for a leaf). Returns a list
+    of Functions starting with ``root``.
+
     A function's generation is one more than its newest input's, so every
     function that uses a tensor comes before the function that made it: when a
     function's turn comes, all of its output's gradient has arrived. Only inputs

@@ -31,10 +31,12 @@ def linear_betas(T: int) -> np.ndarray:
 
 # Task 5.2: betas from alpha_bar (2 points)
 def betas_from_alpha_bar(alpha_bar_fn, T: int) -> np.ndarray:
-    """beta_t = 1 - alpha_bar(t/T) / alpha_bar((t-1)/T), clipped at MAX_BETA.
+    """The T betas, float64 array of shape (T,), of a schedule given as alpha_bar(u):
+    beta_t = 1 - alpha_bar(t/T) / alpha_bar((t-1)/T) for t = 1..T, clipped at MAX_BETA.
 
-    ``alpha_bar_fn`` maps time u in [0, 1] (an array) to alpha_bar; it is
-    normalised so that alpha_bar(0) = 1.
+    ``alpha_bar_fn`` maps times u in [0, 1] (a NumPy array) to alpha_bar; it need
+    not be normalised: divide it by alpha_bar_fn(0) first, so that the schedule
+    starts from alpha_bar(0) = 1 (Nichol & Dhariwal 2021, eq. 17).
     """
     # Hint: evaluate alpha_bar at t / T for t = 0..T, take ratios of neighbours, clip at MAX_BETA.
     raise NotImplementedError("Task 5.2: betas from alpha_bar (betas_from_alpha_bar)")

@@ -18,7 +18,14 @@ from minigen.engine import backend
 # Task 7.1: timing with warm-up and synchronisation (3 points)
 def measure(fn, repeats: int = 20, warmup: int = 3, device: str = "cpu",
             clock=time.perf_counter, sync=backend.synchronize) -> Timing:
-    """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` synchronised, timed calls."""
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` synchronised, timed calls.
+
+    Each repeat reads ``clock()`` before the call and after ``sync(device)``
+    (a GPU runs asynchronously: without the sync a timing measures the
+    queueing of work, not the work); one ``sync`` also ends the warm-up.
+    Returns ``Timing(median, q25, q75, repeats)`` in seconds, the percentiles
+    as ``np.percentile`` computes them (linear interpolation).
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"measure: need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     # Hint: untimed warm-up calls, then sync; time each repeat up to and including sync(device).
