@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine import backend
-from .course import book, grading
+from .course import book, grading, release
 from .bench import ar_vs_diffusion
 from .data import load_digits
 from .errors import MissingFileError, UserError
@@ -630,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_command(commands)
     ar_vs_diffusion.add_command(commands)
     grading.add_command(commands)
+    release.add_command(commands)
     return parser
 
 

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ DEFAULT_TESTS = Path("tests") / "graded"
 
 
 NOT_RUN = "did not run"
+HIDDEN = "hidden"  # a sub-folder of the graded checks: run by the grader, left out of the student release
 
 
 @dataclass
@@ -56,6 +58,16 @@ class CheckResult:
     task: str
     passed: bool = False
     message: str = NOT_RUN
+    seconds: float = 0.0  # setup, call and teardown
+
+    @property
+    def hidden(self) -> bool:
+        """A check from the instructors' folder ``hidden/`` (see :data:`HIDDEN`), which students never see."""
+        return f"/{HIDDEN}/" in "/" + self.nodeid.split("::")[0]
+
+    @property
+    def name(self) -> str:
+        return self.nodeid.split("::")[-1]
 
 
 @dataclass
@@ -65,6 +77,7 @@ class GradeResult:
     tasks: list  # the Task objects graded
     tests: dict = field(default_factory=dict)  # nodeid -> CheckResult
     problems: list = field(default_factory=list)  # what went wrong in the grading itself
+    seconds: float = 0.0  # wall time of the whole grading
 
     def task_tests(self, task) -> list:
         return [test for test in self.tests.values() if test.task == task.id]
@@ -77,12 +90,24 @@ class GradeResult:
         return float(task.points) if self.task_passed(task) else 0.0
 
     def task_output(self, task) -> str:
+        """What a student may read: the public checks' failures; of the hidden ones, how many failed."""
         tests = self.task_tests(task)
         if not tests:
             return "no graded test ran for this task"
-        failed = [f"{test.nodeid.split('::')[-1]}: {test.message}" for test in tests if not test.passed]
-        passed = len(tests) - len(failed)
-        return "\n".join([f"{passed} of {len(tests)} checks passed"] + failed)
+        failed = [f"{test.name}: {test.message}" for test in tests if not test.passed and not test.hidden]
+        hidden_failed = sum(not test.passed for test in tests if test.hidden)
+        passed = sum(test.passed for test in tests)
+        lines = [f"{passed} of {len(tests)} checks passed"] + failed
+        if hidden_failed:
+            lines.append(f"{hidden_failed} hidden check(s) failed: their names appear when the grades are published")
+        return "\n".join(lines)
+
+    def hidden_output(self, task) -> str:
+        failed = [f"{test.name}: {test.message}" for test in self.task_tests(task) if test.hidden and not test.passed]
+        return "\n".join(failed) or "every hidden check passed"
+
+    def task_seconds(self, task, hidden: bool | None = None) -> float:
+        return round(sum(t.seconds for t in self.task_tests(task) if hidden is None or t.hidden == hidden), 3)
 
     @property
     def total(self) -> float:
@@ -93,19 +118,35 @@ class GradeResult:
         return float(sum(task.points for task in self.tasks))
 
     def gradescope(self) -> dict:
-        """The report in Gradescope's results.json format."""
-        tests = [{"name": task.name, "score": self.score(task), "max_score": float(task.points),
-                  "status": "passed" if self.task_passed(task) else "failed",
-                  "output": self.task_output(task), "visibility": "visible"} for task in self.tasks]
+        """The report in Gradescope's results.json format (only keys of its specification).
+
+        One test per task, numbered by the task's id, visible to the student,
+        with the task's points; a task with hidden checks also gets a test
+        "hidden checks" of no points, visible only once the grades are
+        published, that names the hidden checks that failed. The specification
+        (gradescope/autograder_samples, docs/specs.md) has an execution time for
+        the whole run only, so each test's own seconds go in its ``extra_data``."""
+        tests = []
+        for task in self.tasks:
+            tests.append({"name": task.name, "number": task.id, "score": self.score(task),
+                          "max_score": float(task.points), "status": "passed" if self.task_passed(task) else "failed",
+                          "output": self.task_output(task), "visibility": "visible",
+                          "extra_data": {"execution_time": self.task_seconds(task)}})
+            if any(t.hidden for t in self.task_tests(task)):
+                passed = all(t.passed for t in self.task_tests(task) if t.hidden)
+                tests.append({"name": f"{task.name}: hidden checks", "number": f"{task.id}.hidden", "score": 0.0,
+                              "max_score": 0.0, "status": "passed" if passed else "failed",
+                              "output": self.hidden_output(task), "visibility": "after_published",
+                              "extra_data": {"execution_time": self.task_seconds(task, hidden=True)}})
         output = f"{self.total:g} of {self.max_total:g} points"
-        return {"score": self.total, "max_score": self.max_total,
+        return {"score": self.total, "execution_time": round(self.seconds, 3),
                 "output": "\n".join([output] + self.problems), "tests": tests}
 
     def table(self) -> str:
         rows = [("task", "points", "passed", "first failure")]
         for task in self.tasks:
             tests = self.task_tests(task)
-            first = next((f"{t.nodeid.split('::')[-1]}: {t.message}" for t in tests if not t.passed), "")
+            first = next((f"{t.name}: {t.message}" for t in tests if not t.passed), "")
             passed = f"{sum(t.passed for t in tests)}/{len(tests)}"
             rows.append((task.id, f"{self.score(task):g}/{task.points}", passed, first[:90]))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -176,7 +217,7 @@ def grade(target: str = "exercises", tasks=None, timeout: float = DEFAULT_TIMEOU
                                 "of chapter files (like exercises/)")
     if target != "reference":
         target = str(Path(target).resolve())
-    result = GradeResult(chosen)
+    result, began = GradeResult(chosen), time.perf_counter()
     base = [sys.executable, "-m", "pytest", str(tests_dir), "-p", "minigen.course.grading_plugin", "-q",
             "-p", "no:cacheprovider", "--grade-target", target, "--grade-timeout", str(timeout),
             "-m", " or ".join(task.marker for task in chosen)]
@@ -196,6 +237,7 @@ def grade(target: str = "exercises", tasks=None, timeout: float = DEFAULT_TIMEOU
         excluded.append(stuck.nodeid)
     if not result.tests:
         result.problems.append("no graded check ran")
+    result.seconds = time.perf_counter() - began
     return result
 
 
@@ -208,6 +250,8 @@ def _collect(events: list, result: GradeResult) -> None:
         test = result.tests.get(event["nodeid"])
         if event.get("event") != "result" or test is None:
             continue
+        if isinstance(event.get("seconds"), (int, float)):
+            test.seconds += float(event["seconds"])
         if event.get("passed") is True and test.message == NOT_RUN:
             test.passed, test.message = True, ""
         elif event.get("passed") is not True:
@@ -250,10 +294,19 @@ def add_command(commands) -> None:
     command.add_argument("--tests", default=str(DEFAULT_TESTS), help="the graded checks (default tests/graded)")
     command.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                          help=f"seconds per check before it fails (default {DEFAULT_TIMEOUT:g})")
+    command.add_argument("--gradescope-autograder", metavar="OUT.zip",
+                         help="grade nothing: write the Gradescope autograder (setup.sh, run_autograder, minigen "
+                              "and every check, hidden ones included) to this zip")
     command.set_defaults(run=_grade_command)
 
 
 def _grade_command(args) -> int:
+    if args.gradescope_autograder:
+        from .release import gradescope_autograder  # release builds on this module
+        names = gradescope_autograder(args.gradescope_autograder)
+        print(f"wrote {args.gradescope_autograder} ({len(names)} files): upload it as the assignment's "
+              "autograder; students submit their chapter files (ch*.py)")
+        return 0
     result = grade(args.target, args.tasks, args.timeout, args.tests)
     print(result.table())
     if args.json:

@@ -152,7 +152,8 @@ def pytest_runtest_logreport(report):
     if report.failed or report.when == "call" or report.skipped:
         passed = report.passed and report.when == "call"
         message = "" if passed else _failure_summary(report)
-        _log(_config, event="result", nodeid=report.nodeid, when=report.when, passed=passed, message=message)
+        _log(_config, event="result", nodeid=report.nodeid, when=report.when, passed=passed, message=message,
+             seconds=round(float(report.duration), 6))
 
 
 def _failure_summary(report) -> str:
