@@ -82,12 +82,13 @@ def data_sets(plan: dict) -> list:
 
 
 def run(plan: dict) -> dict:
+    sets = data_sets(plan)  # first: a missing data file stops the run before any training
     mg.manual_seed(0)
     print(f"copy-row images {plan['copy_size']}x{plan['copy_size']}, {plan['copy_seconds']:g} s per model", flush=True)
     copy_rows = long_range_experiment(builders(2), size=plan["copy_size"], seconds=plan["copy_seconds"],
                                       batch=plan["batch"], progress=lambda row: print(f"  {row}", flush=True))
     likelihood = []
-    for name, train, test, levels in data_sets(plan):
+    for name, train, test, levels in sets:
         seconds = plan["mnist_seconds"] if "MNIST" in name else plan["digit_seconds"]
         likelihood += likelihood_rows(name, train, test, levels, seconds, plan["batch"])
     return {**machine_facts(["cpu"]), "plan": plan, "copy_rows": copy_rows, "likelihood": likelihood}
