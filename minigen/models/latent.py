@@ -338,7 +338,7 @@ class LatentDiffusion(TwoStageModel):
     # -- sampling ----------------------------------------------------------------
     def generate_latents(self, n: int, labels=None, *, sampler: str = "ddim", steps: int | None = None,
                          eta: float = 0.0, guidance: float = 1.0, seed: int = 0, device: str | None = None,
-                         progress: bool = False) -> Tensor:
+                         progress: bool = False, on_step=None) -> Tensor:
         """``n`` latents (n, latent_channels, s, s) from the DDPM's reverse chain, unclipped.
 
         The samplers and their settings are :class:`~minigen.models.ddpm.SamplerOptions`'
@@ -349,7 +349,7 @@ class LatentDiffusion(TwoStageModel):
         labels = self._checked_labels(labels, n, "generate")
         steps = min(DDIM_STEPS, self.diffusion.schedule.T) if steps is None and sampler == "ddim" else steps
         return self.diffusion.generate(n, labels, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
-                                       seed=seed, device=device, progress=progress, clip=False)
+                                       seed=seed, device=device, progress=progress, clip=False, on_step=on_step)
 
     def sample(self, n: int, labels=None, **options):
         """``n`` images as integer levels (n, C, H, W): :meth:`generate_latents` decoded by the VAE."""
@@ -433,11 +433,11 @@ class TokenPrior(TwoStageModel):
 
     # -- sampling ----------------------------------------------------------------
     def sample_tokens(self, n: int, labels=None, *, temperature: float = 1.0, seed: int = 0, cached: bool = True,
-                      device: str | None = None, progress: bool = False):
+                      device: str | None = None, progress: bool = False, on_step=None):
         """``n`` token grids (n, h, w) drawn from the prior in raster order; ``cached``
         (the default) gives the same grids as the naive sampler, faster."""
         grids = self.prior.sample(n, (self.latent_size, self.latent_size), labels, temperature=temperature,
-                                  cached=cached, seed=seed, device=device, progress=progress)
+                                  cached=cached, seed=seed, device=device, progress=progress, on_step=on_step)
         return grids[:, 0]
 
     def sample(self, n: int, labels=None, **options):

@@ -294,3 +294,12 @@ def test_both_second_stages_learn_the_codes_of_mnist_digits():
         assert prior.loss(images).item() < 0.7 * 49 * np.log(CODES)
     diffusion_losses = fit(latent_diffusion(vae=tiny_vae(images)), images)
     assert np.mean(diffusion_losses[-5:]) < 0.7 < diffusion_losses[0]
+
+
+def test_both_samplers_report_every_sequential_step():
+    """on_step reaches the second stage's loop: one call per DDIM step, or per token."""
+    latent, prior = latent_diffusion(), token_prior()
+    steps, tokens = [], []
+    latent.sample(2, steps=3, on_step=lambda *args: steps.append(1))
+    prior.sample(2, on_step=lambda *args: tokens.append(1))
+    assert len(steps) == 3 and len(tokens) == prior.latent_size ** 2
