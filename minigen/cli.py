@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .engine import backend
 from .course import book, grading, release
 from .bench import ar_vs_diffusion
@@ -554,6 +555,7 @@ def _train_default(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minigen", description="Image generation from scratch, taught in code.")
+    parser.add_argument("--version", action="version", version=f"minigen {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(

@@ -24,6 +24,15 @@ def test_help_lists_the_commands(capsys):
     assert all(command in out for command in ("demo", "train", "sample", "classify"))
 
 
+def test_version_names_the_package_version(capsys):
+    import minigen
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minigen {minigen.__version__}" == f"minigen {version('minigen')}"
+
+
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "minigen", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout
