@@ -169,10 +169,12 @@ def _describe(options: dict) -> str:
 
 
 def _write_samples(model, image_shape, levels: int, path, n: int = 64, labels=None, seed: int = 0,
-                   device: str = "cpu", options: dict | None = None) -> float:
+                   device: str = "cpu", options: dict | None = None, run: dict | None = None) -> float:
     """Sample ``n`` images, write them as a grid image to ``path``; returns the sampling time in seconds.
 
-    A class-conditional model's grid has one column per class.
+    A class-conditional model's grid has one column per class. With ``run``
+    (its family, data and step) the grid gets a title line saying what drew
+    it, and a row of real test images to compare with.
     """
     labels = _class_labels(n, model.num_classes, labels)
     options = options or _sampling_options(model, image_shape)
@@ -180,8 +182,35 @@ def _write_samples(model, image_shape, levels: int, path, n: int = 64, labels=No
     images = model.sample(n, labels=labels, seed=seed, device=device, progress=True, **options)
     backend.synchronize(device)
     seconds = time.perf_counter() - start
-    save_grid(backend.to_device(images, "cpu"), levels, path, nrow=model.num_classes)
+    nrow = model.num_classes or min(n, 8)
+    title = real = None
+    if run is not None:
+        title, real = _grid_title(run, options, labels), _real_images(run, levels, nrow)
+    save_grid(backend.to_device(images, "cpu"), levels, path, nrow=nrow, title=title, real=real)
     return seconds
+
+
+def _grid_title(run: dict, options: dict, labels) -> str:
+    """One line: which model drew the grid, how, after how many steps, and its classes."""
+    return f"{run['family']} on {run['data']}, step {run['step']}: {_describe(options)}{_classes(labels)}"
+
+
+def _classes(labels) -> str:
+    """"; columns: classes 0-9" (or "3, 7"), or nothing for an unconditional grid."""
+    if labels is None:
+        return ""
+    shown = sorted(set(labels.tolist()))
+    consecutive = len(shown) > 2 and shown == list(range(shown[0], shown[-1] + 1))
+    return f"; columns: classes {f'{shown[0]}-{shown[-1]}' if consecutive else ', '.join(map(str, shown))}"
+
+
+def _real_images(run: dict, levels: int, count: int):
+    """The first ``count`` test images of the run's data, or None where they cannot be read
+    (the grid is then drawn without them: they are a comparison, not the result)."""
+    try:
+        return load_data(run["data"], "test", levels).images[:count]
+    except UserError:
+        return None
 
 
 def _train_and_sample(config, samples, resume: bool = False) -> dict:
@@ -195,7 +224,8 @@ def _train_and_sample(config, samples, resume: bool = False) -> dict:
             what = f"samples: {samples} (rows of 8 test images, each followed by a row of their reconstructions)"
         else:
             seconds = _write_samples(result["model"], result["image_shape"], config.levels, samples,
-                                     seed=config.seed, device=config.device)
+                                     seed=config.seed, device=config.device,
+                                     run={"family": config.family, "data": config.data, "step": result["step"]})
             what = f"samples: {samples} (64 images drawn in {seconds:.2f} s)"
     except KeyboardInterrupt:
         raise TrainingInterrupted(result["step"], config.steps, config.checkpoint, finished=True) from None
@@ -385,8 +415,9 @@ def _sample(args) -> int:
     _class_labels(args.n, state["model_config"].get("num_classes"), labels)
     model = model_from_checkpoint(state, device=args.device)
     options = _sampling_options(model, state["image_shape"], args)
+    run = {"family": state["config"]["family"], "data": state["config"]["data"], "step": state["step"]}
     seconds = _write_samples(model, state["image_shape"], state["config"]["levels"], args.out, args.n, labels,
-                             args.seed, args.device, options)
+                             args.seed, args.device, options, run)
     print(f"sampled {args.n} images in {seconds:.2f} s ({_describe(options)}, {args.device}) -> {args.out}")
     return 0
 

@@ -78,21 +78,60 @@ def grid_format(path) -> str:
 
 
 def save_grid(images, levels: int | None, path, nrow: int | None = None,
-              scale: int | None = None) -> np.ndarray:
+              scale: int | None = None, title: str | None = None, real=None) -> np.ndarray:
     """Write :func:`image_grid` of ``images`` to ``path`` (PNG or JPEG, by its extension: see
     :func:`grid_format`), atomically; returns the grid.
 
     ``scale`` defaults to the smallest whole factor that makes each image at
-    least MIN_SIZE pixels tall (8x8 digits become 32x32). Missing folders of
-    ``path`` are created.
+    least MIN_SIZE pixels tall (8x8 digits become 32x32). With a ``title``
+    (which model, sampler, steps, classes) or ``real`` images (a row of the
+    data set, to compare with) the file is a captioned figure: the title line,
+    the grid, and the real images below it. Missing folders of ``path`` are created.
     """
     if scale is None:
         scale = max(1, math.ceil(MIN_SIZE / max(np.shape(images)[2:])))
     image_format = grid_format(path)
     grid = image_grid(images, levels, nrow, scale)
-    pixels = grid[:, :, 0] if grid.shape[2] == 1 else grid
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomically(path, lambda file: matplotlib.image.imsave(file, pixels, cmap="gray", vmin=0, vmax=1,
-                                                                   format=image_format))
+    if title is None and real is None:
+        pixels = grid[:, :, 0] if grid.shape[2] == 1 else grid
+        write_atomically(path, lambda file: matplotlib.image.imsave(file, pixels, cmap="gray", vmin=0, vmax=1,
+                                                                       format=image_format))
+        return grid
+    reference = None if real is None else image_grid(real, levels, nrow or len(real), scale)
+    figure = _captioned(grid, title, reference)
+    write_atomically(path, lambda file: figure.savefig(file, format=image_format, dpi=CAPTION_DPI))
     return grid
+
+
+CAPTION_DPI = 100
+CAPTION_BAND = 28  # pixels of white above a grid, for its caption
+MIN_CAPTIONED_WIDTH = 400  # pixels: room for a caption line
+CAPTION_CHAR_WIDTH = 7  # pixels per character of a 9-point caption at CAPTION_DPI, rounded up
+
+
+def _captioned(grid: np.ndarray, title: str | None, reference: np.ndarray | None):
+    """A matplotlib Figure (no pyplot, no window): ``title`` over ``grid`` and, under it,
+    ``reference`` (real images) with its own caption. The grids are stacked into one
+    picture at one file pixel per grid pixel, centred on a white page."""
+    from matplotlib.figure import Figure
+
+    panels = [(grid, title or "")] + ([] if reference is None else [(reference, "real images, for comparison")])
+    channels = max(panel.shape[2] for panel, _ in panels)
+    text = max(len(caption) for _, caption in panels) * CAPTION_CHAR_WIDTH + 20
+    width = max(MIN_CAPTIONED_WIDTH, text, *(panel.shape[1] for panel, _ in panels))
+    height = sum(CAPTION_BAND + panel.shape[0] for panel, _ in panels)
+    page = np.ones((height, width, channels), dtype=np.float32)
+    figure = Figure(figsize=(width / CAPTION_DPI, height / CAPTION_DPI))
+    top = 0
+    for panel, caption in panels:
+        figure.text(0.5, 1 - (top + CAPTION_BAND / 2) / height, caption, ha="center", va="center", fontsize=9)
+        top += CAPTION_BAND
+        left = (width - panel.shape[1]) // 2
+        page[top:top + panel.shape[0], left:left + panel.shape[1]] = panel
+        top += panel.shape[0]
+    ax = figure.add_axes((0, 0, 1, 1))
+    ax.imshow(page[:, :, 0] if channels == 1 else page, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    return figure

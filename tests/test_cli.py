@@ -14,6 +14,7 @@ from minigen.cli import main
 from minigen.data import load_digits
 from minigen.models.classifier import accuracy, train_classifier
 from minigen.train import read_checkpoint
+from minigen.viz import CAPTION_BAND
 
 
 def test_help_lists_the_commands(capsys):
@@ -76,7 +77,8 @@ def trained(tmp_path_factory):
 def test_train_writes_a_checkpoint_and_a_sample_grid(trained):
     checkpoint, samples = trained
     assert read_checkpoint(checkpoint)["step"] == 5
-    assert matplotlib.image.imread(samples).shape[:2] == (8 * 33 + 1, 8 * 33 + 1)  # 64 digits, 4x enlarged
+    # a title line, 64 digits 4x enlarged (8 rows), a caption line and one row of 8 real test digits
+    assert matplotlib.image.imread(samples).shape[:2] == (CAPTION_BAND + 8 * 33 + 1 + CAPTION_BAND + 33 + 1, 400)
 
 
 def test_train_shows_progress_and_reports_the_test_nll(tmp_path, capsys):
@@ -95,8 +97,9 @@ def test_sample_writes_the_same_grid_with_the_naive_and_the_cached_sampler(train
     assert main(common + ["--naive", "--out", str(tmp_path / "naive.png")]) == 0
     assert "naive sampler" in capsys.readouterr().out
     cached, naive = (matplotlib.image.imread(tmp_path / name) for name in ("cached.png", "naive.png"))
-    assert cached.shape[:2] == (2 * 33 + 1, 3 * 33 + 1)
-    np.testing.assert_array_equal(cached, naive)
+    assert cached.shape[:2] == (2 * CAPTION_BAND + 2 * (33 + 1), 400)  # one row of 6 samples, one of 6 real digits
+    np.testing.assert_array_equal(cached[CAPTION_BAND:], naive[CAPTION_BAND:])  # the titles name the samplers
+    assert not np.array_equal(cached[:CAPTION_BAND], naive[:CAPTION_BAND])
 
 
 def test_a_conditional_model_samples_the_classes_asked_for(tmp_path, capsys):
