@@ -114,19 +114,21 @@ CAPTION_CHAR_WIDTH = 7  # pixels per character of a 9-point caption at CAPTION_D
 def _captioned(grid: np.ndarray, title: str | None, reference: np.ndarray | None):
     """A matplotlib Figure (no pyplot, no window): ``title`` over ``grid`` and, under it,
     ``reference`` (real images) with its own caption. The grids are stacked into one
-    picture at one file pixel per grid pixel, centred on a white page."""
+    picture at one file pixel per grid pixel, centred on a white page as wide as the
+    widest grid (at least MIN_CAPTIONED_WIDTH): the caption never changes the size."""
     from matplotlib.figure import Figure
 
     panels = [(grid, title or "")] + ([] if reference is None else [(reference, "real images, for comparison")])
     channels = max(panel.shape[2] for panel, _ in panels)
-    text = max(len(caption) for _, caption in panels) * CAPTION_CHAR_WIDTH + 20
-    width = max(MIN_CAPTIONED_WIDTH, text, *(panel.shape[1] for panel, _ in panels))
+    width = max(MIN_CAPTIONED_WIDTH, *(panel.shape[1] for panel, _ in panels))
     height = sum(CAPTION_BAND + panel.shape[0] for panel, _ in panels)
     page = np.ones((height, width, channels), dtype=np.float32)
     figure = Figure(figsize=(width / CAPTION_DPI, height / CAPTION_DPI))
     top = 0
     for panel, caption in panels:
-        figure.text(0.5, 1 - (top + CAPTION_BAND / 2) / height, caption, ha="center", va="center", fontsize=9)
+        fits = (width - 20) / max(1, len(caption) * CAPTION_CHAR_WIDTH)  # a long caption gets a smaller font
+        figure.text(0.5, 1 - (top + CAPTION_BAND / 2) / height, caption, ha="center", va="center",
+                    fontsize=9 * min(1.0, fits))
         top += CAPTION_BAND
         left = (width - panel.shape[1]) // 2
         page[top:top + panel.shape[0], left:left + panel.shape[1]] = panel
