@@ -1,4 +1,4 @@
-"""Chapter 3, Masking: tasks 3.1 to 3.3.
+"""Chapter 3, Masking: tasks 3.1 to 3.4.
 
 Write the body of each function that raises NotImplementedError, then grade it with
 ``minigen grade --task 3.1`` (see exercises/README.md).
@@ -10,6 +10,7 @@ instructors regenerate this file instead of editing it.
 from __future__ import annotations
 
 import numpy as np
+from minigen.engine import functional as F
 from minigen.engine.backend import get_array_module
 from minigen.engine.functional import as_pair, conv_output_size
 
@@ -52,3 +53,18 @@ def causal_mask(out_groups, in_groups, kernel_size, mask_type: str) -> np.ndarra
     kh, kw = as_pair(kernel_size, "kernel_size", 1)
     # Hint: open rows above the centre and taps left of it; at the centre compare the groups.
     raise NotImplementedError("Task 3.3: masks A and B with colour groups (causal_mask)")
+
+
+# Task 3.4: a masked convolution's forward (2 points)
+def masked_conv(x, weight, mask, bias, padding, taps=None):
+    """A masked convolution's forward: ``x`` (N, in, H, W) convolved with ``weight * mask``.
+
+    ``weight`` (out, in, kh, kw) and ``bias`` (out,) are Tensors (the layer's
+    parameters), ``mask`` the fixed 0/1 array of the same shape (from
+    :func:`causal_mask`), ``padding`` (ph, pw) the "same" padding; returns
+    (N, out, H, W). The gradient reaches the weight through the mask, so a
+    masked tap never learns. ``taps``: the mask's live taps, computed once by
+    the layer (F.masked_conv2d uses them to skip the taps the mask closes).
+    """
+    # Hint: convolve with the masked weight: F.conv2d(x, weight * mask, bias, padding=padding) (F.masked_conv2d does the same and skips the closed taps).
+    raise NotImplementedError("Task 3.4: a masked convolution's forward (masked_conv)")

@@ -1,4 +1,4 @@
-"""Chapter 4, PixelCNN: tasks 4.1 to 4.4.
+"""Chapter 4, PixelCNN: tasks 4.1 to 4.7.
 
 Write the body of each function that raises NotImplementedError, then grade it with
 ``minigen grade --task 4.1`` (see exercises/README.md).
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import numpy as np
-from minigen.engine import backend, functional as F
+from minigen.engine import backend, functional as F, optim
 from minigen.engine.autograd import Tensor
+from minigen.models.pixelcnn import GatedLayer, SamplingCache, gate
 
 
 # Task 4.1: PixelCNN log-likelihood (2 points)
@@ -61,3 +62,54 @@ def naive_sampling_loop(logits_of, x, uniform, temperature: float, drawn) -> Non
     """
     # Hint: three loops: rows, columns, colours; recompute the logits before every sub-pixel.
     raise NotImplementedError("Task 4.4: the sampling loop (naive_sampling_loop)")
+
+
+# Task 4.5: one Gated PixelCNN layer (4 points)
+def gated_layer(layer: GatedLayer, v, h, labels=None):
+    """One layer of the Gated PixelCNN over the whole image (van den Oord et al. 2016b, eq. 2, fig. 2):
+    returns the new vertical and horizontal stacks ``(v', h')``.
+
+        v_pre = Vconv(v) [+ class bias]                  layer.vertical, layer.conditioned
+        v'    = gate(v_pre)                              tanh(first half) * sigmoid(second half)
+        h'    = h + 1x1(gate(Hconv(h) + 1x1(v_pre) [+ class bias]))
+                 layer.horizontal, layer.v_to_h (it reads v_pre, not v'), layer.h_out
+
+    The first layer (``layer.first``) reads the image in both stacks (``v`` and
+    ``h`` are the image) and has no residual connection: there h' is the
+    1x1(...) term alone. ``labels`` (N,) or None; ``layer.conditioned(a, labels)``
+    adds the class bias (nothing for an unconditional model).
+    """
+    # Hint: v_pre = layer.conditioned(layer.vertical(v), labels); the horizontal pre-activation adds layer.v_to_h(v_pre); gate() both; h + layer.h_out(...) except in the first layer.
+    raise NotImplementedError("Task 4.5: one Gated PixelCNN layer (gated_layer)")
+
+
+# Task 4.6: the cached sampling loop (3 points)
+def cached_sampling_loop(model, x, labels, uniform, temperature: float, drawn) -> None:
+    """The cached sampler (Ramachandran et al. 2017): the naive loop with one change,
+    the logits come from ``model.logits_at``, the network at the current place only,
+    which reuses what the earlier steps left in one :class:`SamplingCache`.
+
+    ``x`` (N, C, H, W) integer images, filled in place in raster order and colour
+    order; ``labels`` as the model reads them (or None); ``uniform``, ``temperature``
+    and ``drawn(c, i, j)`` as in :func:`naive_sampling_loop`. Before each row's
+    first pixel, ``model.start_row(cache, inputs, labels, i)``; at each place,
+    ``model.logits_at(cache, inputs, labels, i, j)`` gives (N, C*K) logits, the K
+    levels of colour c in columns c*K .. c*K + K - 1. ``inputs`` is always
+    ``model._scale(x)``: the images so far, scaled to [-1, 1].
+    """
+    # Hint: one SamplingCache(H, W) for the whole run; model.start_row before each row; the loops of the naive sampler with model.logits_at(...).reshape(N, C, K)[:, c].
+    raise NotImplementedError("Task 4.6: the cached sampling loop (cached_sampling_loop)")
+
+
+# Task 4.7: one training step (3 points)
+def training_step(model, optimizer, x, labels=None, grad_clip: float | None = None):
+    """One step of training: the loss ``model.loss(x, labels)`` (a scalar Tensor, returned),
+    its gradient with respect to every parameter, and ``optimizer.step()``.
+
+    The gradients of the step before must not leak in: ``backward`` adds to what
+    ``p.grad`` holds, so clear it first (``optimizer.zero_grad()``). With
+    ``grad_clip``, rescale the gradients to that total norm at most
+    (``optim.clip_grad_norm_(model.parameters(), grad_clip)``) before the update.
+    """
+    # Hint: loss, then optimizer.zero_grad(), loss.backward(), the optional clip, optimizer.step(); return the loss.
+    raise NotImplementedError("Task 4.7: one training step (training_step)")

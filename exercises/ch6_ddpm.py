@@ -1,4 +1,4 @@
-"""Chapter 6, DDPM: tasks 6.1 to 6.4.
+"""Chapter 6, DDPM: tasks 6.1 to 6.7.
 
 Write the body of each function that raises NotImplementedError, then grade it with
 ``minigen grade --task 6.1`` (see exercises/README.md).
@@ -10,7 +10,10 @@ instructors regenerate this file instead of editing it.
 from __future__ import annotations
 
 import math
-from minigen.models.diffusion import Schedule, at_step
+from minigen.engine import functional as F
+from minigen.models.ddpm import DDPM
+from minigen.models.diffusion import Schedule, at_step, q_sample, v_target
+from minigen.models.unet import ResBlock
 
 
 # Task 6.1: x0 from the predicted noise (1 point)
@@ -57,3 +60,54 @@ def ddim_step(x0, eps, alpha_bar: float, alpha_bar_prev: float, eta: float, draw
     """
     # Hint: compute sigma from eta first; it also shrinks the eps term.
     raise NotImplementedError("Task 6.4: one DDIM step (ddim_step)")
+
+
+# Task 6.5: the training loss L_simple (3 points)
+def simple_loss(model: "DDPM", x0, labels, draw_steps, draw_noise):
+    """L_simple (Ho et al. 2020, eq. 14, algorithm 1): the network's mean squared error at a random step.
+
+    ``x0`` (N, C, S, S): the images scaled to [-1, 1]; ``labels`` (N,) or None.
+    Draw one code step per image, uniform over all of ``model.schedule``'s T
+    steps, with ``draw_steps(low, high, count)`` (``count`` integers in
+    [low, high), a Tensor), then the noise with ``draw_noise(shape)`` (a Tensor
+    of N(0, 1) draws), in that order; diffuse x0 to x_t in closed form. The
+    network ``model.net(x_t, t, labels)`` predicts ``model.prediction``: the
+    noise ("eps"), x0 ("x0") or v ("v", :func:`v_target`); the loss is the
+    mean squared error of the prediction to its target (F.mse_loss), a scalar
+    Tensor. For classifier-free guidance the network reads
+    ``model.drop_labels(labels, N, x0.device)`` (each label dropped with
+    probability p_uncond), not ``labels``.
+    """
+    # Hint: t = draw_steps(0, T, N) (code steps 0..T-1), then the noise; q_sample; the target by model.prediction; F.mse_loss(model.net(xt, t, model.drop_labels(...)), target).
+    raise NotImplementedError("Task 6.5: the training loss L_simple (simple_loss)")
+
+
+# Task 6.6: a U-Net residual block with its time step (3 points)
+def res_block(block: ResBlock, x, embedding):
+    """One U-Net residual block with its time step (Ho et al. 2020, appendix B): (N, in, H, W) -> (N, out, H, W).
+
+        h = conv1(SiLU(norm1(x)))
+        h = h + embed(SiLU(embedding)), one value per channel, the same at every pixel
+        h = conv2(SiLU(norm2(h)))
+        return skip(x) + h
+
+    ``embedding`` (N, E): the time (and class) embedding; ``block.embed`` maps it
+    to (N, out). ``block.norm1(x, silu=True)`` is GroupNorm followed by SiLU in
+    one op; ``block.skip`` is a 1x1 convolution when in != out, else the identity.
+    """
+    # Hint: norm1 with silu, conv1; add block.embed(F.silu(embedding)) reshaped to (N, out, 1, 1); norm2 with silu, conv2; add block.skip(x).
+    raise NotImplementedError("Task 6.6: a U-Net residual block with its time step (res_block)")
+
+
+# Task 6.7: classifier-free guidance (1 point)
+def guided_prediction(conditional, unconditional, guidance: float):
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): the network's conditional and
+    unconditional ("no class") outputs mixed with weight ``guidance`` = w:
+
+        eps = eps_uncond + w (eps_cond - eps_uncond)
+
+    w = 1 is the plain conditional model, w = 0 the unconditional one, w > 1
+    pushes further towards the class. Tensors of one shape in, one out.
+    """
+    # Hint: start from the unconditional output and move w times the difference towards the conditional one.
+    raise NotImplementedError("Task 6.7: classifier-free guidance (guided_prediction)")

@@ -436,6 +436,26 @@ def _interrupts_deferred():
         raise KeyboardInterrupt
 
 
+def training_step(model, optimizer, x, labels=None, grad_clip: float | None = None):
+    """One step of training: the loss ``model.loss(x, labels)`` (a scalar Tensor, returned),
+    its gradient with respect to every parameter, and ``optimizer.step()``.
+
+    The gradients of the step before must not leak in: ``backward`` adds to what
+    ``p.grad`` holds, so clear it first (``optimizer.zero_grad()``). With
+    ``grad_clip``, rescale the gradients to that total norm at most
+    (``optim.clip_grad_norm_(model.parameters(), grad_clip)``) before the update.
+    """
+    ### BEGIN SOLUTION
+    loss = model.loss(x, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    if grad_clip is not None:
+        optim.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+    ### END SOLUTION
+
+
 def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int) -> list[float]:
     """Train from step ``start`` to ``config.steps``; returns the loss of each step taken.
 
@@ -453,13 +473,8 @@ def _fit(model, optimizer, ema, data: ImageSet, config: TrainConfig, start: int)
     try:
         for step in bar:
             x, labels = next(stream)
-            loss = model.loss(x, labels if config.conditional else None)
-            optimizer.zero_grad()
-            loss.backward()
             with _interrupts_deferred():
-                if config.grad_clip is not None:
-                    optim.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                loss = training_step(model, optimizer, x, labels if config.conditional else None, config.grad_clip)
                 ema.decay = _ema_decay(step, config.ema_decay)
                 ema.update()
                 losses.append(loss.item())

@@ -80,6 +80,7 @@ CHAPTERS = {
 }
 
 _PIX, _DIFFUSION, _SNAIL = "minigen.models.pixelcnn", "minigen.models.diffusion", "minigen.models.pixelsnail"
+_DDPM = "minigen.models.ddpm"
 TASKS = (
     Task("1.1", "minigen.course.chain_rule", "chain_rule_log_prob", "chain-rule log-likelihood", 2,
          "loop over the pixels; p = table[i][prefix_index(images, i)]; add log p or log(1 - p)."),
@@ -103,6 +104,9 @@ TASKS = (
          "channel k of n belongs to group floor(k * colors / n)."),
     Task("3.3", _PIX, "causal_mask", "masks A and B with colour groups", 3,
          "open rows above the centre and taps left of it; at the centre compare the groups."),
+    Task("3.4", _PIX, "masked_conv", "a masked convolution's forward", 2,
+         "convolve with the masked weight: F.conv2d(x, weight * mask, bias, padding=padding) "
+         "(F.masked_conv2d does the same and skips the closed taps)."),
     Task("4.1", _PIX, "categorical_log_prob", "PixelCNN log-likelihood", 2,
          "F.cross_entropy(..., axis=1, reduction='none') gives -log p per sub-pixel; sum per image."),
     Task("4.2", "minigen.metrics", "bits_per_dim", "bits per dimension", 1,
@@ -111,6 +115,14 @@ TASKS = (
          "softmax, cumulative sum, count the levels whose cumulative probability is <= u."),
     Task("4.4", _PIX, "naive_sampling_loop", "the sampling loop", 2,
          "three loops: rows, columns, colours; recompute the logits before every sub-pixel."),
+    Task("4.5", _PIX, "gated_layer", "one Gated PixelCNN layer", 4,
+         "v_pre = layer.conditioned(layer.vertical(v), labels); the horizontal pre-activation adds "
+         "layer.v_to_h(v_pre); gate() both; h + layer.h_out(...) except in the first layer."),
+    Task("4.6", _PIX, "cached_sampling_loop", "the cached sampling loop", 3,
+         "one SamplingCache(H, W) for the whole run; model.start_row before each row; the loops of the naive "
+         "sampler with model.logits_at(...).reshape(N, C, K)[:, c]."),
+    Task("4.7", "minigen.train", "training_step", "one training step", 3,
+         "loss, then optimizer.zero_grad(), loss.backward(), the optional clip, optimizer.step(); return the loss."),
     Task("5.1", _DIFFUSION, "linear_betas", "linear schedule", 1,
          "np.linspace from scale * 1e-4 to scale * 0.02 in float64."),
     Task("5.2", _DIFFUSION, "betas_from_alpha_bar", "betas from alpha_bar", 2,
@@ -127,6 +139,14 @@ TASKS = (
          "code step 0 is the last one: no noise there; elsewhere add sqrt(variance) * draw_noise()."),
     Task("6.4", _DIFFUSION, "ddim_step", "one DDIM step", 3,
          "compute sigma from eta first; it also shrinks the eps term."),
+    Task("6.5", _DDPM, "simple_loss", "the training loss L_simple", 3,
+         "t = draw_steps(0, T, N) (code steps 0..T-1), then the noise; q_sample; the target by model.prediction; "
+         "F.mse_loss(model.net(xt, t, model.drop_labels(...)), target)."),
+    Task("6.6", "minigen.models.unet", "res_block", "a U-Net residual block with its time step", 3,
+         "norm1 with silu, conv1; add block.embed(F.silu(embedding)) reshaped to (N, out, 1, 1); norm2 with silu, "
+         "conv2; add block.skip(x)."),
+    Task("6.7", _DDPM, "guided_prediction", "classifier-free guidance", 1,
+         "start from the unconditional output and move w times the difference towards the conditional one."),
     Task("7.1", "minigen.bench.timing", "measure", "timing with warm-up and synchronisation", 3,
          "untimed warm-up calls, then sync; time each repeat up to and including sync(device)."),
     Task("10.1", _SNAIL, "earlier_pixels", "the causal attention mask", 2,

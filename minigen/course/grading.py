@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..files import write_text_atomically
 from .exercises import TASKS, task_by_id
+from .student import VARIABLE as STUDENT_VARIABLE
 
 DEFAULT_TIMEOUT = 10.0  # seconds per graded test; the reference needs well under one
 DEFAULT_TESTS = Path("tests") / "graded"
@@ -173,6 +174,12 @@ def _parse_log(data: bytes) -> list:
     return events
 
 
+def grading_environment() -> dict:
+    """The pytest child's environment: this one without MINIGEN_EXERCISES, so that the
+    reference is minigen's own and never a student's function (see :mod:`minigen.course.student`)."""
+    return {key: value for key, value in os.environ.items() if key != STUDENT_VARIABLE}
+
+
 def _run_child(command, limit: float):
     """Run one pytest child with a log pipe (``--grade-log-fd``); returns (exit code, or None if it
     ran past ``limit``; its output; its log events). The child is reaped before this returns."""
@@ -182,7 +189,8 @@ def _run_child(command, limit: float):
     reader.start()
     try:
         process = subprocess.Popen(command + ["--grade-log-fd", str(log_write)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, pass_fds=(log_write,), text=True, errors="replace")
+                                   stderr=subprocess.STDOUT, pass_fds=(log_write,), text=True, errors="replace",
+                                   env=grading_environment())
     finally:
         os.close(log_write)
     try:

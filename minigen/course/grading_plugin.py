@@ -24,7 +24,9 @@ import pytest
 
 from .exercises import CHAPTERS, TASKS, reference_function
 from .grading import DEFAULT_TIMEOUT, process_time_limit
+from . import student
 from .sandbox import Sandbox
+from .student import VARIABLE as STUDENT_VARIABLE
 
 _MARKERS = {task.marker: task for task in TASKS}
 
@@ -98,6 +100,9 @@ def pytest_configure(config):
     """Register one marker per task (``--strict-markers`` rejects any other ``task...``)."""
     global _config
     _config = config
+    if os.environ.get(STUDENT_VARIABLE) or student.applied:
+        raise pytest.UsageError(f"{STUDENT_VARIABLE} is set: the library's task functions would be a student's, "
+                                f"and the reference with them; unset it to grade (minigen grade does)")
     for task in TASKS:
         config.addinivalue_line("markers", f"{task.marker}: graded task {task.id}, {task.title}")
 

@@ -9,11 +9,13 @@ next call starts a fresh one.
 
 Before the student's file runs, the child
 
-* hides minigen's own solutions of every graded task (:func:`hide_references`):
+* hides minigen's own solutions of the chapter's tasks (:func:`hide_references`):
   the functions' code is replaced by an error that says so, and looking one up by
   name (``from minigen... import``, ``getattr``, ``importlib``) raises ImportError;
   the check of one task still gets the reference of the chapter's other tasks, as
-  calls back into the grader;
+  calls back into the grader, in the student's module and where library code calls
+  them (a convolution's ``im2col``). The other chapters' tasks stay minigen's own
+  (each is hidden in its own chapter's sandbox), so a model's layers run here;
 * gives up root, if it has it, for the ``nobody`` user, and dies with its parent;
 * limits itself: no new processes or threads (RLIMIT_NPROC 0), no file growth
   (RLIMIT_FSIZE 0), a CPU time limit;
@@ -47,13 +49,25 @@ READY_TIMEOUT_MESSAGE = "did not finish importing"
 # The child: hide the reference, lock down, load the chapter, serve
 
 
-def hide_references() -> list:
-    """Make minigen's solved task functions unusable in this process; returns the files
-    that hold their source (and compiled code), which the audit hook then refuses to open."""
+_helpers: dict = {}  # during one call of the student's function: the reference of the chapter's other tasks
+
+
+def hide_references(chapter=None) -> list:
+    """Make minigen's solutions of ``chapter``'s tasks (default: every task) unusable in this
+    process; returns the files that hold the source (and compiled code) of every task's
+    solution, which the audit hook then refuses to open.
+
+    A hidden function's code is replaced: called by library code while a check of another
+    task of the chapter runs, it calls that task's reference back in the grader (the
+    masked convolution's ``F.conv2d`` reaches ``im2col``, the training loss
+    ``categorical_log_prob``); otherwise, and always for the task being graded, it
+    raises. The other chapters' tasks stay minigen's own: each is graded in its own
+    chapter's sandbox, where it is hidden."""
     functions = {}
     for task in TASKS:
         function = reference_function(task)
-        functions[id(function)] = (function, task)
+        if chapter is None or task.chapter == chapter:
+            functions[id(function)] = (function, task)
     for function, task in functions.values():
         if function.__code__.co_freevars:
             raise RuntimeError(f"task {task.id}: {task.function} is a closure; a graded function must be top-level")
@@ -73,9 +87,20 @@ def hidden_message(task) -> str:
 
 def _hidden_code(task):
     namespace = {}
-    exec(compile(f"def {task.function}(*args, **kwargs):\n    raise RuntimeError({hidden_message(task)!r})\n",
+    exec(compile(f"def {task.function}(*args, **kwargs):\n"
+                 f"    return __import__({__name__!r}, fromlist=['_']).call_hidden({task.id!r}, args, kwargs)\n",
                  "<hidden during grading>", "exec"), namespace)
     return namespace[task.function].__code__
+
+
+def call_hidden(task_id: str, args, kwargs):
+    """What a hidden task function does: call its reference in the grader if the check
+    running now provided it (a check of another task), else raise that it is hidden."""
+    task = next(task for task in TASKS if task.id == task_id)
+    helper = _helpers.get(task.function)
+    if helper is None:
+        raise RuntimeError(hidden_message(task))
+    return helper(*args, **kwargs)
 
 
 def _module_hiding(names: dict):
@@ -204,9 +229,13 @@ def _task_server(module, chapter_tasks):
             replaced = {helper: module.__dict__[helper] for helper in helpers
                         if helper in chapter_tasks and helper != name and helper in module.__dict__}
             module.__dict__.update({helper: helpers[helper] for helper in replaced})
+            _helpers.clear()
+            _helpers.update({helper: value for helper, value in helpers.items()
+                             if helper in chapter_tasks and helper != name})
             try:
                 return function(*args, **kwargs)
             finally:
+                _helpers.clear()
                 module.__dict__.update(replaced)
         return with_reference_helpers
     return serve_task
@@ -217,8 +246,8 @@ def main(argv) -> None:
     path, read_fd, write_fd, parent, cpu_seconds = argv[0], *map(int, argv[1:5])
     source = Path(path).read_text(errors="replace")  # before giving up root: the file may be root's only
     sys.dont_write_bytecode = True
-    hidden_files = hide_references()
     chapter = next((c for c, (stem, _) in CHAPTERS.items() if stem == Path(path).stem), None)
+    hidden_files = hide_references(chapter)
     chapter_tasks = {task.function for task in TASKS if task.chapter == chapter}
     _drop_privileges()
     _die_with_parent(parent)

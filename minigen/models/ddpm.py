@@ -118,6 +118,45 @@ def _standard_normal(rng: np.random.Generator, shape, device: str) -> Tensor:
     return tensor(rng.standard_normal(shape, dtype=np.float32), device=device)
 
 
+def simple_loss(model: "DDPM", x0, labels, draw_steps, draw_noise):
+    """L_simple (Ho et al. 2020, eq. 14, algorithm 1): the network's mean squared error at a random step.
+
+    ``x0`` (N, C, S, S): the images scaled to [-1, 1]; ``labels`` (N,) or None.
+    Draw one code step per image, uniform over all of ``model.schedule``'s T
+    steps, with ``draw_steps(low, high, count)`` (``count`` integers in
+    [low, high), a Tensor), then the noise with ``draw_noise(shape)`` (a Tensor
+    of N(0, 1) draws), in that order; diffuse x0 to x_t in closed form. The
+    network ``model.net(x_t, t, labels)`` predicts ``model.prediction``: the
+    noise ("eps"), x0 ("x0") or v ("v", :func:`v_target`); the loss is the
+    mean squared error of the prediction to its target (F.mse_loss), a scalar
+    Tensor. For classifier-free guidance the network reads
+    ``model.drop_labels(labels, N, x0.device)`` (each label dropped with
+    probability p_uncond), not ``labels``.
+    """
+    ### BEGIN SOLUTION
+    n = x0.shape[0]
+    t = draw_steps(0, model.schedule.T, n)
+    noise = draw_noise(x0.shape)
+    xt = q_sample(model.schedule, x0, t, noise)
+    target = {"eps": noise, "x0": x0, "v": v_target(model.schedule, x0, t, noise)}[model.prediction]
+    return F.mse_loss(model.net(xt, t, model.drop_labels(labels, n, x0.device)), target)
+    ### END SOLUTION
+
+
+def guided_prediction(conditional, unconditional, guidance: float):
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): the network's conditional and
+    unconditional ("no class") outputs mixed with weight ``guidance`` = w:
+
+        eps = eps_uncond + w (eps_cond - eps_uncond)
+
+    w = 1 is the plain conditional model, w = 0 the unconditional one, w > 1
+    pushes further towards the class. Tensors of one shape in, one out.
+    """
+    ### BEGIN SOLUTION
+    return unconditional + guidance * (conditional - unconditional)
+    ### END SOLUTION
+
+
 class DDPM(nn.Module):
     """A U-Net that predicts the noise (or x0, or v) and the chain around it.
 
@@ -183,13 +222,11 @@ class DDPM(nn.Module):
             raise ValueError(f"DDPM.loss: this model is class-conditional (num_classes={self.num_classes}); "
                              f"pass labels")
         labels = self._sampling_labels(labels, n, device, "DDPM.loss")
-        t = randint(0, self.schedule.T, (n,), device=device)
-        noise = randn(*x0.shape, device=device)
-        xt = q_sample(self.schedule, x0, t, noise)
-        target = {"eps": noise, "x0": x0, "v": v_target(self.schedule, x0, t, noise)}[self.prediction]
-        return F.mse_loss(self.net(xt, t, self._drop_labels(labels, n, device)), target)
+        draw_steps = lambda low, high, count: randint(low, high, (count,), device=device)
+        draw_noise = lambda shape: randn(*shape, device=device)
+        return simple_loss(self, x0, labels, draw_steps, draw_noise)
 
-    def _drop_labels(self, labels, n: int, device: str):
+    def drop_labels(self, labels, n: int, device: str):
         """Checked training labels with each replaced by "no class" with probability p_uncond."""
         if labels is None:
             return None
@@ -234,7 +271,7 @@ class DDPM(nn.Module):
         null = full(n, self.num_classes, device=xt.device)
         both = self.net(cat([xt, xt]), cat([t, t]), cat([labels, null]))
         conditional, unconditional = both[:n], both[n:]
-        return unconditional + guidance * (conditional - unconditional)
+        return guided_prediction(conditional, unconditional, guidance)
 
     def p_mean_variance(self, xt, t, labels=None, guidance: float = 1.0, clip: bool = True):
         """Mean and variance of p(x_{t-1} | x_t), and the x0 estimate."""

@@ -100,6 +100,21 @@ def vertical_mask(out_channels: int, in_channels: int, kernel_size, include_cent
 # Masked convolutions, over the whole image or at one place
 
 
+def masked_conv(x, weight, mask, bias, padding, taps=None):
+    """A masked convolution's forward: ``x`` (N, in, H, W) convolved with ``weight * mask``.
+
+    ``weight`` (out, in, kh, kw) and ``bias`` (out,) are Tensors (the layer's
+    parameters), ``mask`` the fixed 0/1 array of the same shape (from
+    :func:`causal_mask`), ``padding`` (ph, pw) the "same" padding; returns
+    (N, out, H, W). The gradient reaches the weight through the mask, so a
+    masked tap never learns. ``taps``: the mask's live taps, computed once by
+    the layer (F.masked_conv2d uses them to skip the taps the mask closes).
+    """
+    ### BEGIN SOLUTION
+    return F.masked_conv2d(x, weight, mask, bias, padding=padding, taps=taps)
+    ### END SOLUTION
+
+
 @dataclass
 class SamplingCache:
     """What one run of the cached sampler keeps between its steps, for images of ``height`` x ``width``.
@@ -135,7 +150,7 @@ class MaskedConv2d(nn.Conv2d):
         return self.weight * self.mask
 
     def forward(self, x):
-        return F.masked_conv2d(x, self.weight, self.mask, self.bias, padding=self.padding, taps=self.taps)
+        return masked_conv(x, self.weight, self.mask, self.bias, self.padding, self.taps)
 
     def step(self, cache: SamplingCache, x_at, row: int, col: int | None = None):
         """The output at (row, col) only, (N, out), given the input there, ``x_at`` (N, in).
@@ -354,7 +369,7 @@ class AutoregressiveImageModel(nn.Module):
 
         with bar, self.evaluating():
             if cached:
-                self._sample_cached(x, labels, uniform, temperature, drawn)
+                cached_sampling_loop(self, x, labels, uniform, temperature, drawn)
             else:
                 # checked once above: each step calls the network directly, not forward's checks
                 logits_of = lambda images: self.network(self._scale(images), labels)
@@ -364,19 +379,32 @@ class AutoregressiveImageModel(nn.Module):
     def _device(self) -> str:
         return next(iter(self.parameters())).device
 
-    def _sample_cached(self, x, labels, uniform, temperature, drawn):
-        """The naive loop with one change: the logits come from ``logits_at``, the
-        network at the current place only, which reuses what earlier steps cached."""
-        n, channels, height, width = x.shape
-        cache = SamplingCache(height, width)
-        for i in range(height):
-            self.start_row(cache, self._scale(x), labels, i)
-            for j in range(width):
-                for c in range(channels):
-                    logits = self.logits_at(cache, self._scale(x), labels, i, j)
-                    logits = logits.reshape(n, channels, self.levels)[:, c]
-                    x[:, c, i, j] = sample_levels(logits / temperature, uniform[:, c, i, j])
-                    drawn(c, i, j)
+
+def cached_sampling_loop(model, x, labels, uniform, temperature: float, drawn) -> None:
+    """The cached sampler (Ramachandran et al. 2017): the naive loop with one change,
+    the logits come from ``model.logits_at``, the network at the current place only,
+    which reuses what the earlier steps left in one :class:`SamplingCache`.
+
+    ``x`` (N, C, H, W) integer images, filled in place in raster order and colour
+    order; ``labels`` as the model reads them (or None); ``uniform``, ``temperature``
+    and ``drawn(c, i, j)`` as in :func:`naive_sampling_loop`. Before each row's
+    first pixel, ``model.start_row(cache, inputs, labels, i)``; at each place,
+    ``model.logits_at(cache, inputs, labels, i, j)`` gives (N, C*K) logits, the K
+    levels of colour c in columns c*K .. c*K + K - 1. ``inputs`` is always
+    ``model._scale(x)``: the images so far, scaled to [-1, 1].
+    """
+    ### BEGIN SOLUTION
+    n, channels, height, width = x.shape
+    cache = SamplingCache(height, width)
+    for i in range(height):
+        model.start_row(cache, model._scale(x), labels, i)
+        for j in range(width):
+            for c in range(channels):
+                logits = model.logits_at(cache, model._scale(x), labels, i, j)
+                logits = logits.reshape(n, channels, model.levels)[:, c]
+                x[:, c, i, j] = sample_levels(logits / temperature, uniform[:, c, i, j])
+                drawn(c, i, j)
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -504,7 +532,7 @@ class GatedPixelCNNConfig:
                             f"channels ({self.channels})")
 
 
-def _gate(a):
+def gate(a):
     """tanh(first half) * sigmoid(second half) along the channel axis (eq. 2)."""
     half = a.shape[1] // 2
     return F.tanh(a[:, :half]) * F.sigmoid(a[:, half:])
@@ -534,34 +562,51 @@ class GatedLayer(nn.Module):
         self.class_bias = nn.Embedding(num_classes, 2 * hidden) if num_classes else None
         self.first = first
 
-    def _conditioned(self, a, labels):
+    def conditioned(self, a, labels):
+        """``a`` (N, 2h, ...) plus this layer's class bias of ``labels`` (nothing for an unconditional model)."""
         return a if self.class_bias is None else a + _per_channel(self.class_bias(labels), a)
 
     def vertical_forward(self, v, labels):
         """The vertical pre-activation (the horizontal stack reads it) and the gated output, whole image."""
-        pre = self._conditioned(self.vertical(v), labels)
-        return pre, _gate(pre)
-
-    def horizontal_forward(self, h, v_pre, labels):
-        """The horizontal stack's output, whole image, given this layer's vertical pre-activation."""
-        a = self._conditioned(self.horizontal(h) + self.v_to_h(v_pre), labels)
-        out = self.h_out(_gate(a))
-        return out if self.first else h + out
+        pre = self.conditioned(self.vertical(v), labels)
+        return pre, gate(pre)
 
     def vertical_row(self, cache: SamplingCache, v, labels, row: int):
         """:meth:`vertical_forward` along row ``row`` only: (N, 2h, W) pre-activation and gated output.
         ``v`` is the image (first layer) or the previous layer's gated row (N, hidden, W)."""
         conv = self.vertical.step_on_image if self.first else self.vertical.step
-        pre = self._conditioned(conv(cache, v, row), labels)
-        return pre, _gate(pre)
+        pre = self.conditioned(conv(cache, v, row), labels)
+        return pre, gate(pre)
 
     def horizontal_step(self, cache: SamplingCache, h, v_pre, labels, row: int, col: int):
-        """:meth:`horizontal_forward` at (row, col) only: ``h`` is the image (first layer) or
+        """The horizontal stack of :func:`gated_layer` at (row, col) only: ``h`` is the image (first layer) or
         (N, hidden) at the place, ``v_pre`` the vertical pre-activation there, (N, 2h)."""
         conv = self.horizontal.step_on_image if self.first else self.horizontal.step
-        a = self._conditioned(conv(cache, h, row, col) + self.v_to_h.step(cache, v_pre, row, col), labels)
-        out = self.h_out.step(cache, _gate(a), row, col)
+        a = self.conditioned(conv(cache, h, row, col) + self.v_to_h.step(cache, v_pre, row, col), labels)
+        out = self.h_out.step(cache, gate(a), row, col)
         return out if self.first else h + out
+
+
+def gated_layer(layer: GatedLayer, v, h, labels=None):
+    """One layer of the Gated PixelCNN over the whole image (van den Oord et al. 2016b, eq. 2, fig. 2):
+    returns the new vertical and horizontal stacks ``(v', h')``.
+
+        v_pre = Vconv(v) [+ class bias]                  layer.vertical, layer.conditioned
+        v'    = gate(v_pre)                              tanh(first half) * sigmoid(second half)
+        h'    = h + 1x1(gate(Hconv(h) + 1x1(v_pre) [+ class bias]))
+                 layer.horizontal, layer.v_to_h (it reads v_pre, not v'), layer.h_out
+
+    The first layer (``layer.first``) reads the image in both stacks (``v`` and
+    ``h`` are the image) and has no residual connection: there h' is the
+    1x1(...) term alone. ``labels`` (N,) or None; ``layer.conditioned(a, labels)``
+    adds the class bias (nothing for an unconditional model).
+    """
+    ### BEGIN SOLUTION
+    v_pre = layer.conditioned(layer.vertical(v), labels)
+    a = layer.conditioned(layer.horizontal(h) + layer.v_to_h(v_pre), labels)
+    out = layer.h_out(gate(a))
+    return gate(v_pre), (out if layer.first else h + out)
+    ### END SOLUTION
 
 
 class GatedPixelCNN(AutoregressiveImageModel):
@@ -592,9 +637,9 @@ class GatedPixelCNN(AutoregressiveImageModel):
         return pres
 
     def logits(self, inputs, labels=None):
-        h = inputs
-        for layer, v_pre in zip(self.layers, self.vertical_stack(inputs, labels)):
-            h = layer.horizontal_forward(h, v_pre, labels)
+        v = h = inputs
+        for layer in self.layers:
+            v, h = gated_layer(layer, v, h, labels)
         return self.head2(F.relu(self.head1(F.relu(h))))
 
     def start_row(self, cache: SamplingCache, inputs, labels, row: int) -> None:

@@ -53,10 +53,27 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x, embedding):
-        h = self.conv1(self.norm1(x, silu=True))
-        h = h + self.embed(F.silu(embedding)).reshape(h.shape[0], h.shape[1], 1, 1)
-        h = self.conv2(self.norm2(h, silu=True))
-        return self.skip(x) + h
+        return res_block(self, x, embedding)
+
+
+def res_block(block: ResBlock, x, embedding):
+    """One U-Net residual block with its time step (Ho et al. 2020, appendix B): (N, in, H, W) -> (N, out, H, W).
+
+        h = conv1(SiLU(norm1(x)))
+        h = h + embed(SiLU(embedding)), one value per channel, the same at every pixel
+        h = conv2(SiLU(norm2(h)))
+        return skip(x) + h
+
+    ``embedding`` (N, E): the time (and class) embedding; ``block.embed`` maps it
+    to (N, out). ``block.norm1(x, silu=True)`` is GroupNorm followed by SiLU in
+    one op; ``block.skip`` is a 1x1 convolution when in != out, else the identity.
+    """
+    ### BEGIN SOLUTION
+    h = block.conv1(block.norm1(x, silu=True))
+    h = h + block.embed(F.silu(embedding)).reshape(h.shape[0], h.shape[1], 1, 1)
+    h = block.conv2(block.norm2(h, silu=True))
+    return block.skip(x) + h
+    ### END SOLUTION
 
 
 def unet_layout(base_channels: int, channel_mults, num_res_blocks: int):

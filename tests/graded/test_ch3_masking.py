@@ -67,3 +67,73 @@ def test_masks_match_the_reference_on_random_groups(graded):
         for mask_type in "AB":
             np.testing.assert_array_equal(graded.causal_mask(out_groups, in_groups, kernel, mask_type),
                                           reference.causal_mask(out_groups, in_groups, kernel, mask_type))
+
+
+def conv_inputs(seed, n=2, colors=3, out_per_color=2, size=(4, 5), kernel=3, mask_type="B"):
+    rng = np.random.default_rng(seed)
+    in_channels = colors * (1 if mask_type == "A" else out_per_color)
+    out_channels = colors * out_per_color
+    mask = reference.causal_mask(reference.channel_groups(out_channels, colors),
+                                 reference.channel_groups(in_channels, colors), kernel, mask_type)
+    x = rng.standard_normal((n, in_channels) + size).astype(np.float32)
+    weight = rng.standard_normal(mask.shape).astype(np.float32)
+    bias = rng.standard_normal(out_channels).astype(np.float32)
+    return x, weight, mask, bias
+
+
+@pytest.mark.task3_4
+@pytest.mark.parametrize("mask_type, kernel", [("A", 3), ("B", 3), ("B", (1, 3)), ("A", 5)])
+def test_the_masked_convolution_convolves_with_the_masked_weight(graded, unchanged, mask_type, kernel):
+    x, weight, mask, bias = conv_inputs(len(str(kernel)), mask_type=mask_type, kernel=kernel)
+    kh, kw = F.as_pair(kernel)
+    with unchanged(x, weight, mask, bias):
+        out = graded.masked_conv(mg.tensor(x), mg.tensor(weight), mask, mg.tensor(bias), (kh // 2, kw // 2))
+    assert tuple(out.shape) == (2, 6, 4, 5), "a 'same' convolution: (N, out, H, W)"
+    assert out.dtype == np.float32, "float32 in, float32 out"
+    expected = F.conv2d(mg.tensor(x), mg.tensor(weight * mask), mg.tensor(bias), padding=(kh // 2, kw // 2))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.task3_4
+def test_without_bias_or_taps(graded):
+    x, weight, mask, _ = conv_inputs(7)
+    out = graded.masked_conv(mg.tensor(x), mg.tensor(weight), mask, None, (1, 1))
+    expected = F.conv2d(mg.tensor(x), mg.tensor(weight * mask), None, padding=(1, 1))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.task3_4
+def test_the_weight_learns_only_through_the_open_taps(graded):
+    x, weight, mask, bias = conv_inputs(3)
+    mine = [mg.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    right = [mg.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    upstream = mg.tensor(np.random.default_rng(4).standard_normal((2, 6, 4, 5)).astype(np.float32))
+    (graded.masked_conv(mine[0], mine[1], mask, mine[2], (1, 1)) * upstream).sum().backward()
+    (reference.masked_conv(right[0], right[1], mask, right[2], (1, 1)) * upstream).sum().backward()
+    assert mine[1].grad is not None, "compute with Tensor ops, so the gradient reaches the weight"
+    assert not mine[1].grad[mask == 0].any(), "a masked tap must get no gradient"
+    for name, a, b in zip(("x", "weight", "bias"), mine, right):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.task3_4
+def test_a_pixelcnn_trains_with_your_masked_convolution(graded, monkeypatch):
+    """Every layer of a PixelCNN runs your forward: three Adam steps give the library's losses."""
+    x = np.random.default_rng(0).integers(0, 2, (4, 1, 5, 5))
+
+    def losses():
+        mg.manual_seed(0)
+        model = reference.PixelCNN(channels=1, levels=2, hidden=4, blocks=1, first_kernel=3)
+        optimizer = mg.optim.Adam(model.parameters(), lr=0.01)
+        values = []
+        for _ in range(3):
+            loss = model.loss(x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            values.append(loss.item())
+        return values
+
+    expected = losses()
+    monkeypatch.setattr(reference, "masked_conv", graded.masked_conv)
+    np.testing.assert_allclose(losses(), expected, rtol=1e-5)
