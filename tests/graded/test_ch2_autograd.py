@@ -183,3 +183,72 @@ def test_central_difference_at_zero(graded):
     evaluate = lambda: float(np.sin(values[0]) + values[1] ** 2)
     assert graded.central_difference(evaluate, values, 0, 1e-5) == pytest.approx(1.0, abs=1e-8)
     np.testing.assert_array_equal(values, [0.0, 1.5])
+
+
+# ----------------------------------------------------------------------------
+# Each engine task where the engine runs it: patched in, one training step's gradients
+
+
+def gradients_of_a_step(seed: int = 0) -> list:
+    """The float32 gradients of one loss of a small network: a batched matmul (4, 3, 5) @ (5, 6),
+    a scale broadcast along the middle axis (1, 3, 1), a bias broadcast over the batch, products."""
+    rng = np.random.default_rng(seed)
+    x = mg.tensor(rng.standard_normal((4, 3, 5)).astype(np.float32))
+    w = mg.tensor(rng.standard_normal((5, 6)).astype(np.float32), requires_grad=True)
+    scale = mg.tensor(rng.standard_normal((1, 3, 1)).astype(np.float32), requires_grad=True)
+    bias = mg.tensor(rng.standard_normal(6).astype(np.float32), requires_grad=True)
+    h = (x @ w) * scale + bias
+    (h * h * scale).mean().backward()
+    return [w.grad, scale.grad, bias.grad]
+
+
+def assert_the_engine_trains_the_same(monkeypatch, module, name, function):
+    expected = gradients_of_a_step()
+    monkeypatch.setattr(module, name, function)
+    for got, right, what in zip(gradients_of_a_step(), expected, ("weight", "scale", "bias")):
+        assert got is not None, f"no gradient reached the {what} with your {name} in the engine"
+        assert got.dtype == np.float32 and got.shape == right.shape, \
+            f"the {what}'s gradient came back {got.dtype} {got.shape}, expected float32 {right.shape}"
+        np.testing.assert_allclose(got, right, rtol=1e-5, atol=1e-6, err_msg=f"the {what}'s gradient")
+
+
+@pytest.mark.task2_1
+def test_the_engine_trains_with_your_unbroadcast(graded, monkeypatch):
+    assert_the_engine_trains_the_same(monkeypatch, reference, "unbroadcast", graded.unbroadcast)
+
+
+@pytest.mark.task2_2
+def test_the_engine_trains_with_your_mul_backward(graded, monkeypatch):
+    from minigen.engine import ops
+    assert_the_engine_trains_the_same(monkeypatch, ops, "mul_backward", graded.mul_backward)
+
+
+@pytest.mark.task2_3
+def test_the_engine_trains_with_your_matmul_backward(graded, monkeypatch):
+    from minigen.engine import ops
+    assert_the_engine_trains_the_same(monkeypatch, ops, "matmul_backward", graded.matmul_backward)
+
+
+@pytest.mark.task2_4
+def test_the_engine_trains_with_your_backward_order(graded, monkeypatch):
+    assert_the_engine_trains_the_same(monkeypatch, reference, "backward_order", graded.backward_order)
+
+
+@pytest.mark.task2_5
+def test_gradcheck_with_your_central_difference_accepts_right_and_rejects_wrong_gradients(graded, monkeypatch):
+    from minigen.engine import gradcheck as checks
+    monkeypatch.setattr(checks, "central_difference", graded.central_difference)
+    rng = np.random.default_rng(5)
+    a = mg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = mg.tensor(rng.standard_normal((4, 2)), requires_grad=True)
+    assert checks.gradcheck(lambda a, b: ((a @ b) * (a @ b)).sum(), a, b)
+
+    class Doubled(mg.Function):  # a wrong backward: twice the true gradient
+        def forward(self, x):
+            return x * x
+
+        def backward(self, grad):
+            return 4 * self.inputs[0].data * grad
+
+    with pytest.raises(checks.GradcheckError):
+        checks.gradcheck(lambda a: Doubled()(a).sum(), a)

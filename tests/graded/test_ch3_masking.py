@@ -137,3 +137,21 @@ def test_a_pixelcnn_trains_with_your_masked_convolution(graded, monkeypatch):
     expected = losses()
     monkeypatch.setattr(reference, "masked_conv", graded.masked_conv)
     np.testing.assert_allclose(losses(), expected, rtol=1e-5)
+
+
+@pytest.mark.task3_1
+def test_a_convolution_trains_with_your_im2col(graded, monkeypatch):
+    """conv2d's forward and its input gradient (as a convolution) both build columns with im2col."""
+    def gradients():
+        rng = np.random.default_rng(7)
+        x = mg.tensor(rng.standard_normal((2, 6, 5, 7)).astype(np.float32), requires_grad=True)
+        w = mg.tensor(rng.standard_normal((3, 6, 3, 3)).astype(np.float32), requires_grad=True)
+        y = F.conv2d(x, w, padding=1)
+        (y * y).mean().backward()
+        return y.data, x.grad, w.grad
+
+    expected = gradients()
+    monkeypatch.setattr(F, "im2col", graded.im2col)
+    for got, right, what in zip(gradients(), expected, ("output", "input gradient", "weight gradient")):
+        assert got.dtype == np.float32, f"the {what} came back {got.dtype} with your im2col"
+        np.testing.assert_allclose(got, right, rtol=1e-4, atol=1e-5, err_msg=what)
