@@ -196,10 +196,12 @@ def test_the_bench_command_serves_its_training_worker_as_a_module():
 
 def test_peak_extra_memory_counts_what_a_call_touches_and_restores_the_allocator():
     import numpy as np
+    import os
     kept = backend.keeps_freed_memory()
     small = peak_extra_memory_mib(lambda: None)
-    if small is None:
-        pytest.skip("peak memory is read from /proc/self (Linux only)")
+    if not os.path.exists("/proc/self/clear_refs"):  # not Linux: the documented answer is None
+        assert small is None and backend.keeps_freed_memory() == kept
+        return
     big = peak_extra_memory_mib(lambda: np.ones(40 * 2**20 // 4, dtype=np.float32).sum())  # 40 MiB, touched
     assert small < 4 and 39 < big < 48
     assert backend.keeps_freed_memory() == kept

@@ -10,15 +10,14 @@ import pytest
 
 import minigen as mg
 from minigen import functional as F
-from minigen import optim
 from minigen.cli import main
-from minigen.data import batches, load_digits
-from minigen.metrics import independent_pixel_nll
 from minigen.models.config import config_dict
 from minigen.models.pixelcnn import PixelCNN, SamplingCache
 from minigen.models.pixelsnail import PixelSNAIL, PixelSNAILConfig, attend_to_cache, earlier_pixels
 from minigen.train import load_model, read_checkpoint
 from minigen.viz import CAPTION_BAND
+
+from .learning import digits_nll_after
 
 
 def small(**settings):
@@ -237,18 +236,7 @@ def test_bad_inputs_are_named():
 
 def test_pixelsnail_beats_independent_pixels_on_binarized_digits():
     """The default model, 4 epochs of batches of 64 (a few seconds on 2 cores)."""
-    train, test = load_digits("train", levels=2), load_digits("test", levels=2)
-    model = PixelSNAIL()
-    opt = optim.Adam(model.parameters(), lr=5e-3)
-    for epoch in range(4):
-        for (x,) in batches((train.images,), 64, seed=epoch):
-            loss = model.loss(x)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with mg.no_grad():
-        nll = -model.log_prob(test.images).numpy().mean()
-    baseline = independent_pixel_nll(train, test)
+    nll, baseline = digits_nll_after(PixelSNAIL(), epochs=4)
     assert nll < baseline - 4.0, f"PixelSNAIL {nll:.2f} vs independent pixels {baseline:.2f} nats/image"
 
 
